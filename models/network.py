@@ -100,7 +100,9 @@ class MultiLayerNet:
                 f"`activation` must be one of {sorted(ACTIVATIONS)}, but got {activation=}."
             )
         if not weight_decay_lambda >= 0:
-            raise ValueError(f"`weight_decay_lambda >= 0` must hold, but got {weight_decay_lambda=}.")
+            raise ValueError(
+                f"`weight_decay_lambda >= 0` must hold, but got {weight_decay_lambda=}."
+            )
         if np.dtype(dtype).name not in DTYPES:
             raise ValueError(f"`dtype` must be one of {DTYPES}, but got {dtype=}.")
         self.input_size = int(input_size)
@@ -145,7 +147,7 @@ class MultiLayerNet:
 
     @property
     def config(self) -> dict[str, Any]:
-        """The constructor's keywords (without ``rng``): ``MultiLayerNet(**net.config)`` rebuilds it."""
+        """The constructor's keywords but ``rng``: ``MultiLayerNet(**net.config)`` rebuilds it."""
         return {
             "input_size": self.input_size,
             "hidden_size_list": list(self.hidden_size_list),
@@ -191,7 +193,9 @@ class MultiLayerNet:
         accuracy = float((scores.argmax(axis=1) == labels).mean())
         return cross_entropy(scores, t) + self.weight_decay_loss(), accuracy
 
-    def loss_and_gradient(self, x: np.ndarray, t: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+    def loss_and_gradient(
+        self, x: np.ndarray, t: np.ndarray
+    ) -> tuple[float, dict[str, np.ndarray]]:
         """Training-mode loss and the gradient of every parameter, by backpropagation.
 
         Returns:
@@ -232,9 +236,9 @@ class MultiLayerNet:
         """
         own = self.state()
         if set(state) != set(own):
+            missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
             raise ValueError(
-                f"State keys must match the network's, but got missing={sorted(set(own) - set(state))}"
-                f", unexpected={sorted(set(state) - set(own))}."
+                f"State keys must match the network's, but got {missing=}, {unexpected=}."
             )
         for key, target in own.items():
             if state[key].shape != target.shape:

@@ -1,6 +1,15 @@
 """The NumPy learning library of *Deep Learning from Scratch*: layers, ``MultiLayerNet``,
 optimizers, ``Trainer``, datasets, and saving networks. Imports NumPy only."""
 
+from models.datasets import (
+    DATASETS,
+    Dataset,
+    DatasetUnavailableError,
+    Split,
+    load_dataset,
+    search_split,
+    train_val_split,
+)
 from models.layers import (
     Affine,
     BatchNormalization,
@@ -26,6 +35,13 @@ from models.serialize import load_network, save_network
 from models.trainer import Trainer, TrainResult
 
 __all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetUnavailableError",
+    "Split",
+    "load_dataset",
+    "search_split",
+    "train_val_split",
     "OPTIMIZERS",
     "SGD",
     "AdaGrad",

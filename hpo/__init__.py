@@ -1,0 +1,1 @@
+"""hpo: hyperparameter optimization for the NumPy networks of *Deep Learning from Scratch*."""

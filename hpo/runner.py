@@ -1,0 +1,212 @@
+"""Running a study in parallel worker processes, with exactly the requested number of trials.
+
+Each worker is a process (joblib's loky backend) with one BLAS thread, its own sampler seed, its
+own pruner and the data loaded once. Before starting a trial, a worker takes a file lock, fails
+trials whose worker died (heartbeat), and asks for a trial only while fewer than the target have
+finished or are running; so the run ends with exactly the requested number of finished trials,
+even when a worker is killed and its trial retried.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import tempfile
+import threading
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import optuna
+from joblib.externals.loky.process_executor import TerminatedWorkerError
+from optuna.storages._heartbeat import get_heartbeat_thread
+from optuna.trial import FrozenTrial, TrialState
+from threadpoolctl import threadpool_limits
+
+from hpo.config import SearchConfig
+from hpo.objective import Objective, load_split
+from hpo.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, open_storage
+from hpo.study import make_pruner, make_sampler
+
+logger = logging.getLogger(__name__)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What every worker of one run needs, in a picklable form."""
+
+    config: dict
+    storage_url: str
+    study_name: str
+    target: int  # finished trials the study holds when the run is done
+    deadline: float | None  # time.time() after which no trial starts
+    data_dir: str | None
+    lock_path: str
+
+
+def count_states(study: optuna.Study) -> Counter:
+    return Counter(t.state for t in study.get_trials(deepcopy=False))
+
+
+@contextmanager
+def _file_lock(path: str):
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _ask_if_wanted(study: optuna.Study, target: int) -> optuna.Trial | None:
+    """A new (or queued) trial, unless finished plus running trials already reach the target."""
+    with warnings.catch_warnings():
+        # fail_stale_trials is experimental, and ask() warns that heartbeats are meant for
+        # optimize(); this loop is optimize()'s trial loop with an admission check added.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+        optuna.storages.fail_stale_trials(study)
+        counts = count_states(study)
+        started = sum(counts[s] for s in (*FINISHED, TrialState.RUNNING))
+        if started >= target:
+            return None
+        return study.ask()
+
+
+def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> None:
+    """Run one trial as ``study.optimize`` would: heartbeat, objective, tell."""
+    with get_heartbeat_thread(trial._trial_id, study._storage):
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+            return
+        except BaseException:
+            # Interrupted or broken: never leave the trial RUNNING.
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+    study.tell(trial, value)
+
+
+def work(plan: RunPlan, worker: int) -> None:
+    """One worker: run trials until the study holds ``plan.target`` finished trials."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = SearchConfig.from_dict(plan.config)
+    # One BLAS thread per process: two OpenBLAS threads make these small products much slower.
+    with threadpool_limits(limits=1):
+        split = load_split(config, plan.data_dir)
+        storage = open_storage(plan.storage_url)
+        study = optuna.load_study(study_name=plan.study_name, storage=storage)
+        # A seed per worker and per run, so that workers and resumed runs never repeat points.
+        n_existing = len(study.get_trials(deepcopy=False))
+        study.sampler = make_sampler(
+            config.sampler, config.seed * 100_003 + n_existing * 97 + worker
+        )
+        study.pruner = make_pruner(config.pruner, config.epochs)
+        objective = Objective(config, split)
+        while plan.deadline is None or time.time() < plan.deadline:
+            with _file_lock(plan.lock_path):
+                trial = _ask_if_wanted(study, plan.target)
+            if trial is None:
+                return
+            _run_trial(study, trial, objective)
+
+
+def lock_path(storage_url: str, study_name: str) -> str:
+    key = hashlib.sha256(f"{storage_url}\0{study_name}".encode()).hexdigest()[:16]
+    return str(Path(tempfile.gettempdir()) / f"hpo-{key}.lock")
+
+
+def run_study(
+    study: optuna.Study,
+    config: SearchConfig,
+    storage_url: str,
+    *,
+    n_trials: int,
+    n_jobs: int = 1,
+    timeout: float | None = None,
+    data_dir: str | None = None,
+    on_poll: Callable[[list[FrozenTrial]], None] | None = None,
+) -> None:
+    """Add ``n_trials`` finished (complete or pruned) trials to ``study``.
+
+    Args:
+        study: The study, already created in ``storage_url``.
+        config: Its configuration.
+        storage_url: Where workers open the study.
+        n_trials: Finished trials to add, across all workers.
+        n_jobs: Worker processes; 1 runs in this process.
+        timeout: Seconds after which no new trial starts.
+        data_dir: Where data sets are looked for.
+        on_poll: Called from a thread about twice a second with the study's trials, for progress.
+
+    Raises:
+        RuntimeError: If the workers stop making progress (e.g. every trial keeps failing).
+    """
+    target = sum(count_states(study)[s] for s in FINISHED) + n_trials
+    plan = RunPlan(
+        config=config.to_dict(),
+        storage_url=storage_url,
+        study_name=study.study_name,
+        target=target,
+        deadline=None if timeout is None else time.time() + timeout,
+        data_dir=data_dir,
+        lock_path=lock_path(storage_url, study.study_name),
+    )
+    with _poller(study, on_poll):
+        while True:
+            finished_before = sum(count_states(study)[s] for s in FINISHED)
+            try:
+                _launch(plan, n_jobs)
+            except TerminatedWorkerError:
+                logger.warning("A worker process died; its trial will be failed and retried.")
+            counts = count_states(study)
+            finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+            if finished >= target or (plan.deadline is not None and time.time() >= plan.deadline):
+                return
+            if counts[TrialState.RUNNING]:
+                # Trials of dead workers: wait until their heartbeat is stale, then fail them.
+                time.sleep(GRACE_PERIOD_S + HEARTBEAT_INTERVAL_S)
+            elif finished == finished_before and not counts[TrialState.WAITING]:
+                raise RuntimeError(f"Workers stopped at {finished} of {target} finished trials.")
+
+
+def _launch(plan: RunPlan, n_jobs: int) -> None:
+    if n_jobs == 1:
+        work(plan, 0)
+        return
+    joblib.Parallel(n_jobs=n_jobs, backend="loky")(
+        joblib.delayed(work)(plan, i) for i in range(n_jobs)
+    )
+
+
+@contextmanager
+def _poller(study: optuna.Study, on_poll: Callable[[list[FrozenTrial]], None] | None):
+    """Call ``on_poll`` with the study's trials from a thread until the block ends."""
+    if on_poll is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def poll() -> None:
+        while True:
+            on_poll(study.get_trials(deepcopy=False))
+            if stop.wait(0.5):
+                return
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        on_poll(study.get_trials(deepcopy=False))

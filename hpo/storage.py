@@ -1,0 +1,151 @@
+"""Optuna RDB storage, checked before use and configured for many writers on one SQLite file.
+
+SQLite serialises writers. With its default rollback journal and ``synchronous=FULL``, every
+``trial.report`` is a transaction with several fsyncs, and readers block writers. Write-ahead
+logging lets the dashboard read while workers write, ``synchronous=NORMAL`` drops the per-commit
+fsync (WAL stays consistent after a crash; the last commits may be lost on power failure), and a
+generous busy timeout makes a writer wait its turn instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+from sqlalchemy.engine import make_url
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "sqlite:///studies/hpo.db"
+SQLITE_BUSY_TIMEOUT_S = 60.0
+HEARTBEAT_INTERVAL_S = 2  # a running trial writes a heartbeat this often ...
+GRACE_PERIOD_S = 6  # ... and counts as dead (failed and retried) after this long without one
+MAX_RETRY = 3  # retries of a trial whose worker died
+
+
+def display_url(url: str) -> str:
+    """The URL with any password masked, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL, or None for other back ends and in-memory databases."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def check_storage(url: str, *, create: bool) -> bool:
+    """Fail early, and without touching anything, if ``url`` cannot be an Optuna storage.
+
+    Args:
+        url: An SQLAlchemy URL.
+        create: Whether a missing SQLite file may be created; otherwise it must exist.
+
+    Returns:
+        Whether there is a database to read (a non-empty SQLite file, or any other back end).
+
+    Raises:
+        ValueError: If the URL is malformed, the file is missing (and ``create`` is False), its
+            folder is missing, it is not an SQLite database, or it is a database of something
+            other than Optuna.
+    """
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError as e:
+        raise ValueError(f"Storage URL {url!r} is not a database URL: {e}.") from e
+    path = sqlite_path(url)
+    if path is None:
+        if parsed.get_backend_name() == "sqlite":
+            raise ValueError("An in-memory SQLite storage cannot be shared; use a file.")
+        return True
+    if not path.exists():
+        if not create:
+            raise ValueError(f"Storage {display_url(url)} does not exist.")
+        if not path.parent.is_dir() and url != DEFAULT_STORAGE:
+            raise ValueError(f"Storage folder {str(path.parent)!r} does not exist.")
+        return False
+    if path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as f:
+        header = f.read(16)
+    if header != b"SQLite format 3\x00":
+        raise ValueError(f"Storage file {str(path)!r} is not an SQLite database.")
+    # Read-only, so that a foreign database is never changed by a look at it.
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        tables = {
+            row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+    except sqlite3.DatabaseError as e:
+        raise ValueError(
+            f"Storage file {str(path)!r} is not a readable SQLite database: {e}."
+        ) from e
+    finally:
+        con.close()
+    if tables and "studies" not in tables:
+        raise ValueError(
+            f"Storage file {str(path)!r} is a database of something else "
+            f"(tables {sorted(tables)[:5]}), not an Optuna storage."
+        )
+    return bool(tables)
+
+
+class _SQLiteConnect:
+    """Opens connections to one SQLite file with the pragmas above (picklable, unlike a closure)."""
+
+    def __init__(self, path: Path, read_only: bool) -> None:
+        self.path = str(path)
+        self.read_only = read_only
+
+    def __call__(self) -> sqlite3.Connection:
+        if self.read_only:
+            return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        con = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        return con
+
+
+def open_storage(
+    url: str, *, heartbeat: bool = True, read_only: bool = False
+) -> optuna.storages.RDBStorage:
+    """An ``RDBStorage`` on ``url``; for SQLite, in WAL mode with a busy timeout.
+
+    Args:
+        url: An SQLAlchemy URL.
+        heartbeat: Running trials record a heartbeat, and a trial whose worker died is failed
+            and queued again (at most ``MAX_RETRY`` times) before the next trial starts.
+        read_only: Open an existing SQLite file read-only, so that looking changes nothing.
+    """
+    path = sqlite_path(url)
+    if path is not None:
+        engine_kwargs: dict = {"creator": _SQLiteConnect(path, read_only)}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    if not heartbeat or read_only:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    return optuna.storages.RDBStorage(
+        url,
+        engine_kwargs=engine_kwargs,
+        heartbeat_interval=HEARTBEAT_INTERVAL_S,
+        grace_period=GRACE_PERIOD_S,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=MAX_RETRY
+        ),
+    )
+
+
+def ensure_parent(url: str) -> None:
+    """Create the folder of the default SQLite file (``studies/``) when it is missing."""
+    path = sqlite_path(url)
+    if path is not None and url == DEFAULT_STORAGE:
+        os.makedirs(path.parent, exist_ok=True)

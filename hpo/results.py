@@ -1,0 +1,191 @@
+"""Reading results back out of a study database, without ever writing to it.
+
+``best_params`` gives training code the best parameters in one line; ``trial_config`` gives the
+full configuration of any trial (network, optimizer, trainer, data), rebuilt from the study's
+stored configuration and the trial's stored parameters and seed (:func:`hpo.objective.trial_setup`,
+the same function the search ran). Storages are opened read-only and a missing SQLite file is an
+error, never created as a side effect.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.config import SearchConfig
+from hpo.objective import TrialSetup, trial_seed, trial_setup
+from hpo.storage import check_storage, display_url, open_storage
+from hpo.study import stored_config
+
+logger = logging.getLogger(__name__)
+
+Storage = str | optuna.storages.BaseStorage
+
+
+@dataclass(frozen=True)
+class StoredTrial:
+    """One trial of a study made by ``hpo.search``, with what rebuilds it.
+
+    Attributes:
+        study_name: The study's name.
+        config: The study's stored search configuration.
+        trial: The trial as stored (state, value, params, intermediate values, user attrs).
+        setup: The trial's training configuration.
+    """
+
+    study_name: str
+    config: SearchConfig
+    trial: FrozenTrial
+    setup: TrialSetup
+
+    @property
+    def stored_curves(self) -> dict[str, list[float]]:
+        """The per-epoch curves the search stored: ``val_acc`` from the intermediate values,
+        ``train_acc``, ``train_loss`` and ``val_loss`` from the user attrs (when present)."""
+        values = self.trial.intermediate_values
+        curves = {"val_acc": [values[step] for step in sorted(values)]}
+        for name in ("train_acc", "train_loss", "val_loss"):
+            if name in self.trial.user_attrs:
+                curves[name] = list(self.trial.user_attrs[name])
+        return curves
+
+
+@contextmanager
+def open_readonly(storage: Storage) -> Iterator[optuna.storages.BaseStorage]:
+    """An existing storage opened read-only; a URL's engine is disposed of afterwards.
+
+    Raises:
+        ValueError: If the URL is malformed, its SQLite file does not exist or holds no
+            Optuna tables.
+    """
+    if not isinstance(storage, str):
+        yield storage
+        return
+    if not check_storage(storage, create=False):
+        raise ValueError(f"Storage {display_url(storage)} holds no studies.")
+    opened = open_storage(storage, read_only=True)
+    try:
+        yield opened
+    finally:
+        opened.engine.dispose()
+
+
+def _where(storage: Storage) -> str:
+    return display_url(storage) if isinstance(storage, str) else type(storage).__name__
+
+
+def _load_study(storage: optuna.storages.BaseStorage, name: str, where: str) -> optuna.Study:
+    names = [s.study_name for s in storage.get_all_studies()]
+    if name not in names:
+        listed = ", ".join(repr(n) for n in names) or "none"
+        raise ValueError(f"Study {name!r} is not in {where}; the studies there: {listed}.")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _states(trials: list[FrozenTrial]) -> str:
+    counts = Counter(t.state.name.lower() for t in trials)
+    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no trials"
+
+
+def _pick(study: optuna.Study, number: int | None, where: str) -> FrozenTrial:
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if number is None:
+        if not complete:
+            raise ValueError(
+                f"Study {study.study_name!r} in {where} has no complete trial yet "
+                f"({_states(trials)})."
+            )
+        return study.best_trial
+    by_number = {t.number: t for t in trials}
+    if number not in by_number:
+        span = f"0..{len(trials) - 1}" if trials else "none: the study has no trials"
+        raise ValueError(
+            f"Trial numbers of study {study.study_name!r} are {span}, but got {number}."
+        )
+    return by_number[number]
+
+
+def load_trial(storage: Storage, study: str, trial: int | None = None) -> StoredTrial:
+    """A stored trial and its training configuration.
+
+    Args:
+        storage: A storage URL (opened read-only; it must exist) or an Optuna storage.
+        study: The study's name.
+        trial: The trial's number; None for the best complete trial.
+
+    Returns:
+        The trial with the study's configuration and the trial's :class:`TrialSetup`.
+
+    Raises:
+        ValueError: If the storage does not exist, the study is not in it (the message lists
+            those that are), the study was not made by ``hpo.search``, the trial number is
+            unknown, or ``trial`` is None and no trial is complete.
+    """
+    where = _where(storage)
+    with open_readonly(storage) as opened:
+        loaded = _load_study(opened, study, where)
+        config = stored_config(loaded)
+        if config is None:
+            raise ValueError(
+                f"Study {study!r} in {where} has no stored configuration (user attr `config`), "
+                "so it was not made by hpo.search and its trials cannot be rebuilt."
+            )
+        chosen = _pick(loaded, trial, where)
+    seed = chosen.user_attrs.get("seed")
+    if seed is None:
+        # Studies made before the seed was stored: the objective derives it the same way.
+        seed = trial_seed(config.seed, chosen.number)
+    return StoredTrial(study, config, chosen, trial_setup(config, chosen.params, int(seed)))
+
+
+def best_params(storage: Storage, study: str) -> dict[str, Any]:
+    """The best trial's parameters, named as the ``models`` keywords they feed.
+
+    Example::
+
+        from hpo import best_params
+        params = best_params("sqlite:///studies/hpo.db", study="default")
+        # {"lr": 0.0092..., "weight_decay": 3.9e-07}, plus whatever else the space searched
+
+    Args:
+        storage: A storage URL (opened read-only; it must exist) or an Optuna storage.
+        study: The study's name.
+
+    Returns:
+        A plain dict ``{name: value}``.
+
+    Raises:
+        ValueError: If the storage does not exist, the study is not in it (the message lists
+            those that are), or the study has no complete trial.
+    """
+    where = _where(storage)
+    with open_readonly(storage) as opened:
+        best = _pick(_load_study(opened, study, where), None, where)
+    return dict(best.params)
+
+
+def trial_config(storage: Storage, study: str, trial: int | None = None) -> TrialSetup:
+    """The full training configuration of a trial (by default the best one).
+
+    ``MultiLayerNet(**cfg.network)``, ``get_optimizer(**cfg.optimizer)`` and ``Trainer(net, opt,
+    x_train, t_train, x_val, t_val, **cfg.trainer)`` rebuild the trial; ``cfg.data`` names the
+    data set and the split, ``search_split(load_dataset(cfg.data["dataset"]),
+    cfg.data["train_size"], cfg.data["val_rate"], cfg.data["seed"])``.
+
+    Args:
+        storage: A storage URL (opened read-only; it must exist) or an Optuna storage.
+        study: The study's name.
+        trial: The trial's number; None for the best complete trial.
+
+    Raises:
+        ValueError: As :func:`load_trial`.
+    """
+    return load_trial(storage, study, trial).setup

@@ -88,4 +88,8 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, config: Search
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([METRIC_NAME])
+    # The Markdown note optuna-dashboard shows above the trials: the configuration at a glance.
+    from hpo.note import save_study_note, study_note
+
+    save_study_note(study, study_note(name, config))
     return study

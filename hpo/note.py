@@ -1,0 +1,85 @@
+"""The study's Markdown note: its configuration, shown by optuna-dashboard above the trials.
+
+optuna-dashboard keeps notes in study system attrs. ``optuna_dashboard.save_note`` writes them when
+the dashboard is installed; without it, the same attrs are written here in its documented layout
+(``dashboard:note_ver`` plus the body in ``dashboard:note_str:<i>`` chunks), so that a dashboard
+installed later shows the note too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import optuna
+
+from hpo.config import SearchConfig
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 2045  # optuna_dashboard._note.SYSTEM_ATTR_MAX_LENGTH
+
+
+def _range(spec: dict) -> str:
+    if "choices" in spec:
+        text = "one of " + ", ".join(f"`{c}`" for c in spec["choices"])
+    else:
+        scale = "log scale" if spec.get("log") else "linear"
+        step = f", step {spec['step']}" if spec.get("step") is not None else ""
+        text = f"[{spec['low']:g}, {spec['high']:g}], {scale}{step}"
+    when = spec.get("when") or {}
+    if when:
+        text += " when " + " and ".join(f"`{k}` in {list(v)}" for k, v in when.items())
+    return text
+
+
+def study_note(name: str, config: SearchConfig) -> str:
+    """The Markdown note of a study: data, network, training, search and where the curves are."""
+    n_val = int(config.train_size * config.val_rate)
+    hidden = config.hidden
+    widths = (
+        f"{hidden[0]} x {len(hidden)}" if len(set(hidden)) == 1 else " - ".join(map(str, hidden))
+    )
+    lines = [
+        f"## {name}",
+        "",
+        "Made by `python -m hpo.search`. Objective **val_acc**: validation accuracy after the last "
+        "epoch, maximized.",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| data | `{config.dataset}`: {config.train_size} samples, "
+        f"{config.train_size - n_val} train / {n_val} validation, split seed {config.seed} |",
+        f"| network | 784 - {widths} - 10, `{config.activation}`, init "
+        f"`{config.weight_init_std}`, {config.dtype} |",
+        f"| training | `{config.optimizer}`, batch {config.batch_size}, {config.epochs} epochs |",
+        f"| search | `{config.sampler}` sampler, `{config.pruner}` pruner (at creation) |",
+        "",
+        "Search space:",
+        "",
+        *(f"- `{param}`: {_range(spec)}" for param, spec in config.space.items()),
+        "",
+        "Intermediate values are the per-epoch validation accuracy (the learning curves). Trial "
+        "user attrs: `train_acc`, `train_loss`, `val_loss` per epoch, `seed`, `epochs` run, and "
+        "`diverged` (epoch and reason) for a trial whose loss became NaN or infinite. The study's "
+        "user attr `config` holds the whole configuration; `python -m hpo.train --study "
+        f"{name} --replay --trial N` reruns any trial exactly.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def save_study_note(study: optuna.Study, body: str) -> None:
+    """Store ``body`` as the study's optuna-dashboard note."""
+    try:
+        from optuna_dashboard import save_note
+    except ImportError:
+        logger.debug("optuna-dashboard is not installed; writing its note attrs directly.")
+    else:
+        save_note(study, body)
+        return
+    storage, study_id = study._storage, study._study_id
+    version = storage.get_study_system_attrs(study_id).get("dashboard:note_ver", 0) + 1
+    storage.set_study_system_attr(study_id, "dashboard:note_ver", version)
+    for i in range(math.ceil(len(body) / _CHUNK)):
+        chunk = body[i * _CHUNK : (i + 1) * _CHUNK]
+        storage.set_study_system_attr(study_id, f"dashboard:note_str:{i}", chunk)

@@ -1,0 +1,124 @@
+"""``python -m hpo.export``: a trial's parameters (or full configuration) as JSON or TOML.
+
+For training code that reads a file rather than importing :func:`hpo.best_params`::
+
+    python -m hpo.export --study default > best.json
+    python -m hpo.export --study default --trial 17 --full --format toml > trial17.toml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from hpo import cli
+from hpo.results import StoredTrial, load_trial
+from hpo.storage import DEFAULT_STORAGE
+
+FORMATS = ("json", "toml")
+
+
+def trial_number(text: str) -> int:
+    """An argparse type: a trial number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a trial number >= 0, but got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a trial number >= 0, but got {text!r}")
+    return value
+
+
+def build_parser() -> cli.Parser:
+    p = cli.Parser(
+        prog="python -m hpo.export",
+        description="Print a trial's parameters, or its full training configuration, to stdout.",
+        formatter_class=lambda prog: argparse.ArgumentDefaultsHelpFormatter(prog, width=100),
+    )
+    p.add_argument("--study", required=True, help="study name")
+    p.add_argument(
+        "--trial", type=trial_number, default=None, help="trial number; default: the best trial"
+    )
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna RDB storage URL")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="the full configuration (network, optimizer, trainer, data, seed), not only params",
+    )
+    p.add_argument("--format", choices=FORMATS, default="json", help="output format")
+    return p
+
+
+def export_dict(stored: StoredTrial, full: bool) -> dict[str, Any]:
+    """The parameters, or with ``full`` the trial's identity, result and training configuration."""
+    params = dict(stored.trial.params)
+    if not full:
+        return params
+    setup = stored.setup
+    return {
+        "study": stored.study_name,
+        "trial": stored.trial.number,
+        "state": stored.trial.state.name,
+        "value": stored.trial.value,
+        "seed": setup.seed,
+        "params": params,
+        "network": setup.network,
+        "optimizer": setup.optimizer,
+        "trainer": setup.trainer,
+        "data": setup.data,
+    }
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)  # shortest round-trip form; TOML reads 1e-05 and 0.1 alike
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"Cannot write {type(value).__name__} {value!r} as TOML.")
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """``data`` as TOML: scalars first, then one table per nested dict; None values are left out
+    (TOML has no null)."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict | None)]
+    for key, table in data.items():
+        if not isinstance(table, dict):
+            continue
+        lines += ["", f"[{key}]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def render(data: dict[str, Any], fmt: str) -> str:
+    if fmt == "toml":
+        return to_toml(data)
+    return json.dumps(data, indent=2) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        stored = load_trial(args.storage, args.study, args.trial)
+    except ValueError as e:
+        print(f"hpo.export: error: {e}", file=sys.stderr)
+        return cli.EXIT_BAD_INPUT
+    sys.stdout.write(render(export_dict(stored, args.full), args.format))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

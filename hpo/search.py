@@ -131,6 +131,10 @@ def build_parser() -> cli.Parser:
     exp.add_argument(
         "--dtype", choices=("float64", "float32"), default=None, help=f"default: {d.dtype}"
     )
+    # Staged search (--stages): hpo.narrow owns these flags and builds on this module, hence late.
+    from hpo.narrow import add_stage_arguments
+
+    add_stage_arguments(p)
     return p
 
 
@@ -243,6 +247,10 @@ class Progress:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.configure_logging(-1 if args.quiet else (1 if args.verbose else 0))
+    if args.stages is not None:
+        from hpo.narrow import run_stages
+
+        return run_stages(args)
     url = args.storage
     try:
         exists, stored = _existing_study(url, args.study)

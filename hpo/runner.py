@@ -162,21 +162,44 @@ def run_study(
         lock_path=lock_path(storage_url, study.study_name),
     )
     with _poller(study, on_poll):
-        while True:
-            finished_before = sum(count_states(study)[s] for s in FINISHED)
-            try:
-                _launch(plan, n_jobs)
-            except TerminatedWorkerError:
-                logger.warning("A worker process died; its trial will be failed and retried.")
-            counts = count_states(study)
-            finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
-            if finished >= target or (plan.deadline is not None and time.time() >= plan.deadline):
-                return
-            if counts[TrialState.RUNNING]:
-                # Trials of dead workers: wait until their heartbeat is stale, then fail them.
-                time.sleep(GRACE_PERIOD_S + HEARTBEAT_INTERVAL_S)
-            elif finished == finished_before and not counts[TrialState.WAITING]:
-                raise RuntimeError(f"Workers stopped at {finished} of {target} finished trials.")
+        try:
+            _run_rounds(study, plan, n_jobs)
+        except KeyboardInterrupt:
+            _fail_abandoned(study)
+            raise
+
+
+def _run_rounds(study: optuna.Study, plan: RunPlan, n_jobs: int) -> None:
+    """Launch workers until the target is reached; a dead worker's trial is retried."""
+    while True:
+        finished_before = sum(count_states(study)[s] for s in FINISHED)
+        try:
+            _launch(plan, n_jobs)
+        except TerminatedWorkerError:
+            logger.warning("A worker process died; its trial will be failed and retried.")
+        counts = count_states(study)
+        finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+        if finished >= plan.target or (plan.deadline is not None and time.time() >= plan.deadline):
+            return
+        if counts[TrialState.RUNNING]:
+            # Trials of dead workers: wait until their heartbeat is stale; workers fail them.
+            time.sleep(GRACE_PERIOD_S + HEARTBEAT_INTERVAL_S)
+        elif finished == finished_before and not counts[TrialState.WAITING]:
+            raise RuntimeError(f"Workers stopped at {finished} of {plan.target} finished trials.")
+
+
+def _fail_abandoned(study: optuna.Study) -> None:
+    """After an interrupt, fail (and queue for retry) the trials the killed workers held.
+
+    Workers that saw the interrupt already failed their trials; one that was killed first left
+    its trial RUNNING, and its heartbeat goes stale within the grace period.
+    """
+    deadline = time.monotonic() + GRACE_PERIOD_S + 2 * HEARTBEAT_INTERVAL_S
+    while count_states(study)[TrialState.RUNNING] and time.monotonic() < deadline:
+        time.sleep(0.5)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
 
 
 def _launch(plan: RunPlan, n_jobs: int) -> None:

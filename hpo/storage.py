@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import warnings
 from pathlib import Path
 
 import optuna
@@ -133,15 +134,18 @@ def open_storage(
         engine_kwargs = {"pool_pre_ping": True}
     if not heartbeat or read_only:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=engine_kwargs,
-        heartbeat_interval=HEARTBEAT_INTERVAL_S,
-        grace_period=GRACE_PERIOD_S,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-            max_retry=MAX_RETRY
-        ),
-    )
+    with warnings.catch_warnings():
+        # Heartbeats and retries are experimental in Optuna since 2.8 and stable in use.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=HEARTBEAT_INTERVAL_S,
+            grace_period=GRACE_PERIOD_S,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=MAX_RETRY
+            ),
+        )
 
 
 def ensure_parent(url: str) -> None:

@@ -1,0 +1,333 @@
+"""python -m hpo.search: what a run stores, exact trial counts, pruning, divergence, resume,
+bad input, and surviving killed and interrupted workers. Tiny data, temporary SQLite files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from contextlib import closing
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo import search
+from hpo.cli import best_lines, trial_line
+from hpo.config import SearchConfig
+from hpo.runner import run_study
+from hpo.storage import open_storage
+from hpo.study import create_study
+
+TINY = ["--train-size", "100", "--epochs", "3", "--hidden", "20", "20"]
+
+
+def run(db: Path, *args: str) -> int:
+    return search.main(["--storage", f"sqlite:///{db}", "-q", *TINY, *args])
+
+
+def load(db: Path, name: str = "default") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+
+
+def states(study: optuna.Study) -> Counter:
+    return Counter(t.state for t in study.get_trials(deepcopy=False))
+
+
+def test_a_run_stores_log_scale_params_per_epoch_values_and_curves(tmp_path):
+    db = tmp_path / "s.db"
+    assert run(db, "--trials", "4", "--pruner", "none", "--sampler", "random") == 0
+
+    study = load(db)
+    assert states(study) == {TrialState.COMPLETE: 4}
+    config = SearchConfig.from_dict(study.user_attrs["config"])
+    assert (config.train_size, config.epochs, config.hidden) == (100, 3, [20, 20])
+    for t in study.trials:
+        for name, (low, high) in {"lr": (1e-6, 1e-2), "weight_decay": (1e-8, 1e-4)}.items():
+            dist = t.distributions[name]
+            assert (dist.low, dist.high, dist.log) == (low, high, True)
+            assert low <= t.params[name] <= high
+        assert sorted(t.intermediate_values) == [1, 2, 3]
+        assert t.value == t.intermediate_values[3]
+        assert len(t.user_attrs["train_acc"]) == 3
+        assert len(t.user_attrs["train_loss"]) == len(t.user_attrs["val_loss"]) == 3
+        assert t.user_attrs["epochs"] == 3
+        assert isinstance(t.user_attrs["seed"], int)
+
+
+def test_two_workers_finish_exactly_the_requested_number_of_trials(tmp_path):
+    db = tmp_path / "s.db"
+    assert run(db, "--trials", "7", "--jobs", "2") == 0
+
+    counts = states(load(db))
+    assert counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] == 7
+    assert counts[TrialState.RUNNING] == counts[TrialState.WAITING] == 0
+
+
+def test_workers_use_different_sampler_seeds(tmp_path):
+    db = tmp_path / "s.db"
+    assert run(db, "--trials", "6", "--jobs", "2", "--sampler", "random", "--pruner", "none") == 0
+
+    lrs = [t.params["lr"] for t in load(db).trials]
+    assert len(set(lrs)) == len(lrs)
+
+
+def make_study(db: Path, config: SearchConfig) -> optuna.Study:
+    return create_study(open_storage(f"sqlite:///{db}"), "default", config)
+
+
+def test_the_pruner_stops_a_hopeless_trial_early(tmp_path):
+    db = tmp_path / "s.db"
+    config = SearchConfig(
+        train_size=200, epochs=10, hidden=[50, 50], sampler="random", pruner="sha"
+    )
+    study = make_study(db, config)
+    for _ in range(3):
+        study.enqueue_trial({"lr": 1e-2, "weight_decay": 1e-8})
+    study.enqueue_trial({"lr": 1e-6, "weight_decay": 1e-8})
+
+    run_study(study, config, f"sqlite:///{db}", n_trials=4)
+
+    hopeless = load(db).trials[3]
+    assert hopeless.state == TrialState.PRUNED
+    assert hopeless.user_attrs["epochs"] < config.epochs
+    assert len(hopeless.user_attrs["train_acc"]) == hopeless.user_attrs["epochs"]
+
+
+def test_a_diverging_trial_ends_pruned_with_its_reason_and_never_as_best(tmp_path):
+    db = tmp_path / "s.db"
+    # Steps of 1e20 make float32 weights whose squared norm overflows: the loss becomes inf.
+    assert (
+        run(db, "--trials", "2", "--pruner", "none", "--dtype", "float32", "--lr", "1e20", "1e30")
+        == 0
+    )
+
+    study = load(db)
+    assert states(study) == {TrialState.PRUNED: 2}
+    for t in study.trials:
+        assert t.value is None
+        assert t.user_attrs["diverged"]["epoch"] == 1
+        assert "became" in t.user_attrs["diverged"]["reason"]
+    assert best_lines(study.trials, 5) == []
+
+
+def test_a_rerun_resumes_the_study_with_its_stored_configuration(tmp_path):
+    db = tmp_path / "s.db"
+    assert run(db, "--trials", "3", "--seed", "7") == 0
+    assert search.main(["--storage", f"sqlite:///{db}", "-q", "--trials", "2"]) == 0
+
+    study = load(db)
+    counts = states(study)
+    assert counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] == 5
+    config = SearchConfig.from_dict(study.user_attrs["config"])
+    assert (config.seed, config.epochs, config.train_size) == (7, 3, 100)
+    assert len({t.params["lr"] for t in study.trials}) == 5
+
+
+def test_a_resumed_study_may_switch_to_bayesian_sampling(tmp_path):
+    db = tmp_path / "s.db"
+    assert run(db, "--trials", "3", "--sampler", "random") == 0
+    assert run(db, "--trials", "2", "--sampler", "tpe") == 0
+
+    config = SearchConfig.from_dict(load(db).user_attrs["config"])
+    assert config.sampler == "tpe"
+
+
+@pytest.fixture(scope="module")
+def stored_db(tmp_path_factory) -> Path:
+    db = tmp_path_factory.mktemp("stored") / "s.db"
+    assert run(db, "--trials", "2") == 0
+    return db
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+BAD_INPUT = [
+    # (arguments, what the one-line message must mention)
+    (["--trials", "0"], "--trials"),
+    (["--trials", "-3"], "--trials"),
+    (["--trials", "abc"], "--trials"),
+    (["--jobs", "0"], "--jobs"),
+    (["--lr", "1e-2", "1e-6"], "--lr"),
+    (["--lr", "0", "1"], "--lr"),
+    (["--weight-decay", "1e-4", "1e-8"], "--weight-decay"),
+    (["--val-rate", "1.5"], "--val-rate"),
+    (["--sampler", "annealing"], "--sampler"),
+    (["--pruner", "eager"], "--pruner"),
+    (["--dataset", "cifar"], "--dataset"),
+    (["--train-size", "6000"], "--train-size"),
+    (["--study", "default", "--epochs", "5"], "epochs"),  # contradicts the stored study
+    (["--hidden", "100", "0"], "--hidden"),
+    (["--timeout", "-1"], "--timeout"),
+    (["--space", "{tmp}/missing.toml"], "missing.toml"),
+    (["--space", "{syntax}"], "not valid TOML"),
+    (["--space", "{unknown}"], "Unknown search parameter 'learning_rate'"),
+    (["--space", "{badrange}"], "low < high"),
+]
+
+
+@pytest.mark.parametrize(("args", "mentions"), BAD_INPUT)
+def test_bad_input_exits_2_with_one_line_and_leaves_the_database_untouched(
+    stored_db, tmp_path, capsys, args, mentions
+):
+    files = {
+        "{tmp}": str(tmp_path),
+        "{syntax}": write(tmp_path, "syntax.toml", "[lr\nlow = 1"),
+        "{unknown}": write(tmp_path, "unknown.toml", "[learning_rate]\nlow = 1e-3\nhigh = 1e-1\n"),
+        "{badrange}": write(tmp_path, "range.toml", "[lr]\nlow = 1e-1\nhigh = 1e-3\nlog = true\n"),
+    }
+    args = [files.get(a, a.replace("{tmp}", str(tmp_path))) for a in args]
+    before = stored_db.read_bytes()
+    capsys.readouterr()
+
+    if "--study" not in args:
+        args = ["--study", "fresh", *args]  # so that the check itself, not a conflict, speaks
+
+    with pytest.raises(SystemExit) as exit_info:
+        sys.exit(search.main(["--storage", f"sqlite:///{stored_db}", "-q", *TINY, *args]))
+
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert mentions in err
+    assert stored_db.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("storage", "mentions"),
+    [
+        ("sqlite:///{tmp}/no/such/folder/s.db", "does not exist"),
+        ("sqlite:///{tmp}/notes.txt", "not an SQLite database"),
+        ("sqlite:///{tmp}/other.db", "not an Optuna storage"),
+        ("not a url", "not a database URL"),
+    ],
+)
+def test_a_storage_that_cannot_be_opened_exits_2_and_is_left_as_it_was(
+    tmp_path, capsys, storage, mentions
+):
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    con = sqlite3.connect(tmp_path / "other.db")
+    con.execute("CREATE TABLE music (title TEXT)")
+    con.commit()
+    con.close()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    code = search.main(["--storage", storage.replace("{tmp}", str(tmp_path)), "-q", *TINY])
+
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and mentions in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_sampler_whose_package_is_missing_names_the_extra(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    assert run(tmp_path / "s.db", "--sampler", "gp") == 2
+    assert "pip install -e '.[gp]'" in capsys.readouterr().err
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_the_books_lines_show_val_acc_and_params():
+    trial = optuna.trial.create_trial(
+        params={"lr": 0.0097, "weight_decay": 6.5e-08},
+        distributions={
+            "lr": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True),
+            "weight_decay": optuna.distributions.FloatDistribution(1e-8, 1e-4, log=True),
+        },
+        value=0.81,
+    )
+    assert trial_line(trial) == "val acc:0.81 | lr:0.0097, weight decay:6.5e-08"
+    assert best_lines([trial], 5) == ["Best-1(val acc:0.81) | lr:0.0097, weight decay:6.5e-08"]
+
+
+# End to end, as a user runs it: a separate process, killed or interrupted mid-trial.
+
+SLOW = ["--train-size", "300", "--epochs", "25", "--pruner", "none", "--sampler", "random"]
+
+
+def start_search(db: Path, *args: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "hpo.search", "--storage", f"sqlite:///{db}", "-q", *args]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+
+
+def wait_for_running_trial(db: Path, timeout: float = 60.0) -> None:
+    # Read-only SQL, so that polling cannot race the search creating its tables.
+    query = "SELECT COUNT(*) FROM trials WHERE state = 'RUNNING'"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+                if con.execute(query).fetchone()[0]:
+                    return
+        except sqlite3.OperationalError:  # no file or no tables yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError("no trial started")
+
+
+def worker_pids(parent: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(parent), "-f", "loky"], capture_output=True, text=True)
+    pids = [int(p) for p in out.stdout.split()]
+    cmdlines = {p: Path(f"/proc/{p}/cmdline").read_bytes() for p in pids}
+    return [p for p, cmd in cmdlines.items() if b"LokyProcess" in cmd]
+
+
+def test_a_killed_workers_trial_is_failed_and_retried_and_the_count_stays_exact(tmp_path):
+    db = tmp_path / "s.db"
+    proc = start_search(db, "--trials", "6", "--jobs", "2", *SLOW)
+    wait_for_running_trial(db)
+    workers = worker_pids(proc.pid)
+    assert workers, "no worker processes found"
+
+    os.kill(workers[0], signal.SIGKILL)
+    out, err = proc.communicate(timeout=180)
+
+    assert proc.returncode == 0, err
+    trials = load(db).trials
+    counts = Counter(t.state for t in trials)
+    assert counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] == 6
+    assert counts[TrialState.RUNNING] == counts[TrialState.WAITING] == 0
+    assert counts[TrialState.FAIL] >= 1
+    retried = [t for t in trials if "failed_trial" in t.system_attrs]
+    assert retried and all(t.state.is_finished() for t in retried)
+
+
+def test_ctrl_c_stops_the_workers_fails_their_trials_and_a_rerun_resumes(tmp_path):
+    db = tmp_path / "s.db"
+    proc = start_search(db, "--trials", "20", "--jobs", "2", *SLOW)
+    wait_for_running_trial(db)
+
+    os.killpg(proc.pid, signal.SIGINT)
+    start = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 130
+    assert time.monotonic() - start < 15
+    assert "resume" in err
+    counts = states(load(db))
+    assert counts[TrialState.RUNNING] == 0
+    finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+    assert finished < 20
+
+    rerun = start_search(db, "--trials", "2", "--jobs", "2")
+    _, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    counts = states(load(db))
+    assert counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] == finished + 2
+    assert counts[TrialState.RUNNING] == counts[TrialState.WAITING] == 0

@@ -52,7 +52,8 @@ def study_note(name: str, config: SearchConfig) -> str:
         f"{config.train_size - n_val} train / {n_val} validation, split seed {config.seed} |",
         f"| network | 784 - {widths} - 10, `{config.activation}`, init "
         f"`{config.weight_init_std}`, {config.dtype} |",
-        f"| training | `{config.optimizer}`, batch {config.batch_size}, {config.epochs} epochs |",
+        f"| training | `{config.optimizer}`, batch {config.batch_size}, "
+        f"{config.epochs} epoch{'' if config.epochs == 1 else 's'} |",
         f"| search | `{config.sampler}` sampler, `{config.pruner}` pruner (at creation) |",
         "",
         "Search space:",

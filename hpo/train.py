@@ -301,7 +301,7 @@ def _header(stored: StoredTrial) -> str:
 
 def _print_replay(stored: StoredTrial, result: Replay, quiet: bool) -> None:
     stored_acc, replayed_acc = result.stored["val_acc"], result.history["val_acc"]
-    if not quiet:
+    if not quiet and (stored_acc or replayed_acc):
         print(f"{'epoch':>5}  {'stored val_acc':<22}  replayed val_acc")
         for epoch in range(1, max(len(stored_acc), len(replayed_acc)) + 1):
             a = stored_acc[epoch - 1] if epoch <= len(stored_acc) else None
@@ -310,18 +310,16 @@ def _print_replay(stored: StoredTrial, result: Replay, quiet: bool) -> None:
             print(f"{epoch:>5}  {a!r:<22}  {b!r:<22}{mark}".rstrip())
     number = stored.trial.number
     if result.identical:
-        curves = ", ".join(result.stored)
-        ending = (
-            f"; it diverged again in epoch {result.replayed_diverged['epoch']}"
-            if result.replayed_diverged
-            else ""
-        )
         n = len(stored_acc)
-        epochs = "the 1 epoch" if n == 1 else f"all {n} epochs"
-        print(
-            f"Replay of trial {number}: IDENTICAL. {curves} of {epochs} equal the stored values "
-            f"exactly{ending}."
-        )
+        found = []
+        if n:
+            epochs = "the 1 epoch" if n == 1 else f"all {n} epochs"
+            found.append(f"{', '.join(result.stored)} of {epochs} equal the stored values exactly")
+        if result.replayed_diverged:
+            div = result.replayed_diverged
+            found.append(f"it diverged again in epoch {div['epoch']} ({div['reason']})")
+        summary = "; ".join(found)
+        print(f"Replay of trial {number}: IDENTICAL. {summary[0].upper()}{summary[1:]}.")
     else:
         print(f"Replay of trial {number}: DIFFERENT. First difference: {result.differences[0]}.")
 

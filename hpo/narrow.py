@@ -110,7 +110,7 @@ def is_seeded(trial: FrozenTrial) -> bool:
     return SEEDED_ATTR in trial.user_attrs
 
 
-def _ranked_complete(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+def ranked_complete(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """Complete trials, best first (ties: the earlier trial first).
 
     Diverged trials end pruned (hpo.objective), but a value that is not finite or a
@@ -153,7 +153,7 @@ def top_trials(
         raise ValueError(f"`top >= 1` must hold, but got {top=}.")
     if top_fraction is not None and not 0 < top_fraction <= 1:
         raise ValueError(f"`0 < top_fraction <= 1` must hold, but got {top_fraction=}.")
-    ranked = _ranked_complete(trials)
+    ranked = ranked_complete(trials)
     finished = sum(t.state in FINISHED for t in trials)
     if not ranked:
         counts = ", ".join(
@@ -414,6 +414,43 @@ def format_ranges(narrowing: Narrowing, child: str) -> list[str]:
     ]
 
 
+@contextmanager
+def read_only(url: str) -> Iterator[optuna.storages.BaseStorage]:
+    """An existing storage, opened so that nothing can be written to it.
+
+    Raises:
+        ValueError: If the URL is malformed, or names a missing or empty SQLite file.
+    """
+    if not check_storage(url, create=False):
+        raise ValueError(f"Storage {display_url(url)} holds no studies.")
+    storage = open_storage(url, read_only=True)
+    try:
+        yield storage
+    finally:
+        storage.engine.dispose()
+
+
+def load_search_study(storage: optuna.storages.BaseStorage, name: str, url: str) -> optuna.Study:
+    """The study ``name``, made by ``hpo.search`` (it has a stored configuration).
+
+    Raises:
+        ValueError: If the study is not in the storage (the message lists those that are), or
+            has no stored configuration.
+    """
+    names = [s.study_name for s in storage.get_all_studies()]
+    if name not in names:
+        listed = ", ".join(repr(n) for n in names) or "none"
+        raise ValueError(
+            f"Study {name!r} is not in {display_url(url)}; the studies there: {listed}."
+        )
+    study = optuna.load_study(study_name=name, storage=storage)
+    if stored_config(study) is None:
+        raise ValueError(
+            f"Study {name!r} was not made by hpo (no stored config), so its space is unknown."
+        )
+    return study
+
+
 # ---------------------------------------------------------------------------------------------
 # CLI: python -m hpo.narrow, and python -m hpo.search --stages
 
@@ -494,33 +531,6 @@ def build_parser() -> cli.Parser:
         help="the new stage's study name; default: the parent's with -s<stage> (book-s2)",
     )
     return p
-
-
-@contextmanager
-def _read_only(url: str) -> Iterator[optuna.storages.BaseStorage]:
-    """An existing storage, opened so that nothing can be written to it."""
-    if not check_storage(url, create=False):
-        raise ValueError(f"Storage {display_url(url)} holds no studies.")
-    storage = open_storage(url, read_only=True)
-    try:
-        yield storage
-    finally:
-        storage.engine.dispose()
-
-
-def _load(storage: optuna.storages.BaseStorage, name: str, url: str) -> optuna.Study:
-    names = [s.study_name for s in storage.get_all_studies()]
-    if name not in names:
-        listed = ", ".join(repr(n) for n in names) or "none"
-        raise ValueError(
-            f"Study {name!r} is not in {display_url(url)}; the studies there: {listed}."
-        )
-    study = optuna.load_study(study_name=name, storage=storage)
-    if stored_config(study) is None:
-        raise ValueError(
-            f"Study {name!r} was not made by hpo (no stored config), so it has no space to narrow."
-        )
-    return study
 
 
 @dataclass
@@ -646,8 +656,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"--child names one stage, but --stages {stages} creates {stages}; the names "
                 "follow the parent's (book-s2, book-s3, ...)."
             )
-        with _read_only(url) as storage:
-            parent = _load(storage, args.study, url)
+        with read_only(url) as storage:
+            parent = load_search_study(storage, args.study, url)
             existing = {s.study_name for s in storage.get_all_studies()}
             config = search.resolve_config(args, stored_config(parent))
             names = (
@@ -761,7 +771,7 @@ def run_stages(args: argparse.Namespace) -> int:
             if not _run(study, config, url, remaining, args):
                 return 130
         own = [t for t in study.get_trials(deepcopy=False) if not is_seeded(t)]
-        best += [(t, name) for t in _ranked_complete(own)[:1]]
+        best += [(t, name) for t in ranked_complete(own)[:1]]
     if best:
         trial, name = max(best, key=lambda b: b[0].value)
         print(

@@ -36,7 +36,7 @@ class Affine:
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
         self.dW = self.x.T @ dout
-        self.db = dout.sum(axis=0)
+        self.db = _column_sums(dout)
         if not self.needs_dx:
             return None
         return dout @ self.W.T
@@ -80,10 +80,26 @@ class Tanh:
         return dout * (1.0 - self.out**2)
 
 
+def _column_sums(x: np.ndarray) -> np.ndarray:
+    """``x.sum(axis=0)`` as a BLAS vector-matrix product, 2-3x faster on a (100, 100) batch."""
+    return np.ones(len(x), dtype=x.dtype) @ x
+
+
+def _row_maxima(x: np.ndarray) -> np.ndarray:
+    """``x.max(axis=1, keepdims=True)``. NumPy reduces a short last axis (the 10 classes) row by
+    row, which takes several times longer than finding each row's argmax and picking it."""
+    return x[np.arange(len(x)), x.argmax(axis=1)][:, np.newaxis]
+
+
+def _row_sums(x: np.ndarray) -> np.ndarray:
+    """``x.sum(axis=1, keepdims=True)`` as a BLAS matrix-vector product, for the same reason."""
+    return (x @ np.ones(x.shape[1], dtype=x.dtype))[:, np.newaxis]
+
+
 def log_softmax(x: np.ndarray) -> np.ndarray:
     """Row-wise log-softmax, shifted by the row maximum so that exp never overflows."""
-    shifted = x - x.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    shifted = x - _row_maxima(x)
+    return shifted - np.log(_row_sums(np.exp(shifted)))
 
 
 def cross_entropy(scores: np.ndarray, t: np.ndarray) -> float:
@@ -95,9 +111,10 @@ def cross_entropy(scores: np.ndarray, t: np.ndarray) -> float:
 
 
 def _mean_nll(logp: np.ndarray, t: np.ndarray) -> float:
+    n = len(logp)
     if t.ndim == 2:
-        return float(-(logp * t).sum() / len(logp))
-    return float(-logp[np.arange(len(logp)), t].mean())
+        return float(-(logp * t).sum() / n)
+    return float(-logp[np.arange(n), t].sum() / n)
 
 
 class SoftmaxWithLoss:

@@ -115,6 +115,15 @@ def test_softmax_with_loss_stays_finite_for_huge_scores():
     assert loss == pytest.approx(500.0)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_softmax_with_loss_of_a_non_finite_score_is_not_finite(bad):
+    # The Trainer detects divergence from this loss, so NaN and inf must never be hidden.
+    x = np.array([[1.0, 2.0, 3.0], [0.5, bad, 0.0]])
+    for t in (np.array([2, 1]), np.eye(3)[[2, 1]]):  # the bad score is a target's
+        assert not np.isfinite(SoftmaxWithLoss().forward(x, t))
+
+
 def test_batchnorm_gradients_in_training_mode_match_central_differences(rng, num_grad, rel_error):
     gamma, beta = rng.uniform(0.5, 2.0, 4), rng.standard_normal(4)
     x, dout = rng.standard_normal((6, 4)), rng.standard_normal((6, 4))

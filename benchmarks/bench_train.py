@@ -6,7 +6,8 @@ What it measures, for ``MultiLayerNet(784, [100] * 6, 10)`` (ReLU, He init), SGD
 float64 and float32, with BLAS pinned to one thread:
 
 - **iteration**: one training step, ``net.loss_and_gradient(x, t)`` plus ``optimizer.update``,
-  on batches cut beforehand (median over repeats of the mean over a block of steps);
+  on batches cut beforehand (median over repeats of the mean over a block of steps); shown again
+  with weight decay, which every trial of the search has (its cost does not depend on lambda);
 - **trial**: a whole 50-epoch ``Trainer.train()`` on 400 training / 100 validation samples with
   evaluation after every epoch (median over runs); "shuffle" is the default sampling, and
   "replacement" (the book's ``np.random.choice`` batches) is shown for reference;
@@ -18,6 +19,9 @@ float64 and float32, with BLAS pinned to one thread:
 
 The ratio ``time / GEMM bound`` is what to compare (DESIGN.md, "Performance: how we measure"):
 absolute times on shared machines vary from run to run, ratios measured side by side much less.
+Times are CPU time of this process (``time.process_time``): with one BLAS thread that is the
+compute time, and unlike wall time it leaves out the time the process waits for a core while
+other jobs run on the machine (cache and core sharing still show, hence medians).
 Everything else a step does (activations, softmax, bias and optimizer updates, Python) is the
 overhead above 1.0x. Data: the embedded ``mnist-5k`` split when ``models.datasets`` can load it,
 else random data of the same shapes (the timings do not depend on the values).
@@ -48,6 +52,7 @@ EPOCHS = 50
 ITERS_PER_BLOCK = 100  # steps timed together in one iteration measurement
 ITER_REPEATS = 15
 TRIAL_RUNS = 7
+WEIGHT_DECAY = 1e-6
 TARGET_ITERATION = 1.3
 TARGET_TRIAL = 1.5
 
@@ -70,8 +75,10 @@ def load_data() -> tuple[str, tuple[np.ndarray, ...]]:
     )
 
 
-def build(dtype: type, seed: int = 0) -> models.MultiLayerNet:
-    return models.MultiLayerNet(SIZES[0], SIZES[1:-1], SIZES[-1], rng=seed, dtype=dtype)
+def build(dtype: type, seed: int = 0, weight_decay: float = 0.0) -> models.MultiLayerNet:
+    return models.MultiLayerNet(
+        SIZES[0], SIZES[1:-1], SIZES[-1], weight_decay_lambda=weight_decay, rng=seed, dtype=dtype
+    )
 
 
 class GemmBound:
@@ -111,16 +118,18 @@ class GemmBound:
 
 
 def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+    start = time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
-def bench_iteration(dtype: type, data: tuple[np.ndarray, ...]) -> tuple[float, float]:
+def bench_iteration(
+    dtype: type, data: tuple[np.ndarray, ...], weight_decay: float = 0.0
+) -> tuple[float, float]:
     """Median seconds per training step and per the step's GEMMs, measured alternately."""
     x_train, t_train = np.asarray(data[0], dtype=dtype), data[1]
     batches = [(x_train[i : i + BATCH], t_train[i : i + BATCH]) for i in range(0, N_TRAIN, BATCH)]
-    net = build(dtype)
+    net = build(dtype, weight_decay=weight_decay)
     optimizer = models.SGD(lr=0.01)
     bound = GemmBound(dtype)
 
@@ -176,6 +185,8 @@ def main() -> int:
             name = np.dtype(dtype).name
             step, gemm = bench_iteration(dtype, data)
             rows.append((name, "iteration", step * 1e3, gemm * 1e3, TARGET_ITERATION))
+            step, gemm = bench_iteration(dtype, data, WEIGHT_DECAY)
+            rows.append((name, "iteration, weight decay", step * 1e3, gemm * 1e3, None))
             for sampling in ("shuffle", "replacement"):
                 trial, gemm = bench_trial(dtype, data, sampling)
                 target = TARGET_TRIAL if sampling == "shuffle" else None
@@ -183,7 +194,7 @@ def main() -> int:
 
     print(
         f"MultiLayerNet(784, [100]*6, 10), ReLU, He, SGD, batch {BATCH}; data: {source}; "
-        f"1 BLAS thread; trial = {EPOCHS} epochs on {N_TRAIN}/{N_VAL} samples"
+        f"1 BLAS thread; trial = {EPOCHS} epochs on {N_TRAIN}/{N_VAL} samples; CPU time, medians"
     )
     header = (
         f"{'dtype':8} {'measure':22} {'time ms':>10} {'GEMM ms':>10} {'ratio':>7} {'target':>8}"

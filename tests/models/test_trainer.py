@@ -62,10 +62,14 @@ def indexed(data):
 def test_the_same_seeds_give_identical_histories_and_weights(data, sampling):
     kwargs = {"use_dropout": True, "use_batchnorm": True, "rng": 3}
     first, second = (
-        make_trainer(data, network=MultiLayerNet(N_FEATURES, [8], N_CLASSES, **kwargs),
-                     sampling=sampling, rng=11)
+        make_trainer(
+            data,
+            network=MultiLayerNet(N_FEATURES, [8], N_CLASSES, **kwargs),
+            sampling=sampling,
+            rng=11,
+        )
         for _ in range(2)
-    )  # fmt: skip
+    )
 
     a, b = first.train(), second.train()
 
@@ -248,9 +252,12 @@ def with_nan_in(data, position):
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow on the way to inf and NaN
 @pytest.mark.parametrize(
     ("case", "reason"),
-    [("huge learning rate", "training loss"), ("nan in x_train", "training loss"),
-     ("nan in x_val", "validation loss")],
-)  # fmt: skip
+    [
+        ("huge learning rate", "training loss"),
+        ("nan in x_train", "training loss"),
+        ("nan in x_val", "validation loss"),
+    ],
+)
 def test_a_non_finite_loss_stops_training_at_once_and_is_recorded(data, case, reason):
     # A ReLU net with lr 1e6 may just die with a huge finite loss; 1e8 reliably overflows.
     lr = 1e8 if case == "huge learning rate" else 0.1

@@ -314,7 +314,7 @@ def _print_replay(stored: StoredTrial, result: Replay, quiet: bool) -> None:
         found = []
         if n:
             epochs = "the 1 epoch" if n == 1 else f"all {n} epochs"
-            found.append(f"{', '.join(result.stored)} of {epochs} equal the stored values exactly")
+            found.append(f"{epochs} of {', '.join(result.stored)} equal the stored values exactly")
         if result.replayed_diverged:
             div = result.replayed_diverged
             found.append(f"it diverged again in epoch {div['epoch']} ({div['reason']})")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hpo import cli
-from hpo.results import StoredTrial, load_trial
+from hpo.results import StoredTrial, find_trial, load_trial
 from hpo.storage import DEFAULT_STORAGE
 
 FORMATS = ("json", "toml")
@@ -53,11 +53,9 @@ def build_parser() -> cli.Parser:
     return p
 
 
-def export_dict(stored: StoredTrial, full: bool) -> dict[str, Any]:
-    """The parameters, or with ``full`` the trial's identity, result and training configuration."""
+def full_dict(stored: StoredTrial) -> dict[str, Any]:
+    """The trial's identity, result, parameters and training configuration."""
     params = dict(stored.trial.params)
-    if not full:
-        return params
     setup = stored.setup
     return {
         "study": stored.study_name,
@@ -112,11 +110,15 @@ def render(data: dict[str, Any], fmt: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        stored = load_trial(args.storage, args.study, args.trial)
+        if args.full:
+            data = full_dict(load_trial(args.storage, args.study, args.trial))
+        else:
+            # Parameters alone need no stored configuration: any Optuna study will do.
+            data = dict(find_trial(args.storage, args.study, args.trial).params)
     except ValueError as e:
         print(f"hpo.export: error: {e}", file=sys.stderr)
         return cli.EXIT_BAD_INPUT
-    sys.stdout.write(render(export_dict(stored, args.full), args.format))
+    sys.stdout.write(render(data, args.format))
     return 0
 
 

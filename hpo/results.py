@@ -113,6 +113,24 @@ def _pick(study: optuna.Study, number: int | None, where: str) -> FrozenTrial:
     return by_number[number]
 
 
+def find_trial(storage: Storage, study: str, trial: int | None = None) -> FrozenTrial:
+    """A stored trial of any study, hpo's or not.
+
+    Args:
+        storage: A storage URL (opened read-only; it must exist) or an Optuna storage.
+        study: The study's name.
+        trial: The trial's number; None for the best complete trial.
+
+    Raises:
+        ValueError: If the storage does not exist, the study is not in it (the message lists
+            those that are), the trial number is unknown, or ``trial`` is None and no trial is
+            complete.
+    """
+    where = _where(storage)
+    with open_readonly(storage) as opened:
+        return _pick(_load_study(opened, study, where), trial, where)
+
+
 def load_trial(storage: Storage, study: str, trial: int | None = None) -> StoredTrial:
     """A stored trial and its training configuration.
 
@@ -166,10 +184,7 @@ def best_params(storage: Storage, study: str) -> dict[str, Any]:
         ValueError: If the storage does not exist, the study is not in it (the message lists
             those that are), or the study has no complete trial.
     """
-    where = _where(storage)
-    with open_readonly(storage) as opened:
-        best = _pick(_load_study(opened, study, where), None, where)
-    return dict(best.params)
+    return dict(find_trial(storage, study).params)
 
 
 def trial_config(storage: Storage, study: str, trial: int | None = None) -> TrialSetup:

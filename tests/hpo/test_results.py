@@ -35,7 +35,7 @@ from models import (
     search_split,
 )
 
-from .conftest import StudyDB, copy_db, db_checksum
+from .conftest import StudyDB, copy_db, db_checksum, run_search
 
 
 def run_cli(main: Callable[[Sequence[str]], int], argv: list[str], capsys) -> tuple[int, str, str]:
@@ -138,14 +138,30 @@ def test_a_missing_storage_is_an_error_and_is_not_created(tmp_path, read):
     assert not path.exists()
 
 
-def test_a_study_not_made_by_hpo_has_no_trial_config(tmp_path):
+def test_a_study_not_made_by_hpo_exports_params_but_has_no_trial_config(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'other.db'}"
     study = optuna.create_study(storage=url, study_name="other", direction="maximize")
     study.optimize(lambda t: t.suggest_float("lr", 0, 1), n_trials=1)
 
     assert best_params(url, "other") == study.best_params
+    argv = ["--storage", url, "--study", "other"]
+    code, out, _ = run_cli(export_cli.main, argv, capsys)
+    assert (code, json.loads(out)) == (0, study.best_params)
     with pytest.raises(ValueError, match="no stored configuration"):
         trial_config(url, "other")
+    code, _, err = run_cli(export_cli.main, [*argv, "--full"], capsys)
+    assert code == 2 and "no stored configuration" in err
+
+
+def test_a_trial_run_by_a_parallel_worker_process_replays_exactly(tmp_path):
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    run_search(url, "two", "--trials", "4", "--jobs", "2", "--pruner", "none")
+
+    for trial in optuna.load_study(study_name="two", storage=url).trials:
+        stored = load_trial(url, "two", trial.number)
+        result = train_cli.replay(stored, load_split(stored.config))
+        assert result.identical, result.differences
+        assert len(result.history["val_acc"]) == 3
 
 
 def test_an_empty_study_says_it_has_no_trials(tmp_path):

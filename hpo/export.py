@@ -37,19 +37,23 @@ def build_parser() -> cli.Parser:
     p = cli.Parser(
         prog="python -m hpo.export",
         description="Print a trial's parameters, or its full training configuration, to stdout.",
-        formatter_class=lambda prog: argparse.ArgumentDefaultsHelpFormatter(prog, width=100),
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, width=100),
     )
     p.add_argument("--study", required=True, help="study name")
     p.add_argument(
         "--trial", type=trial_number, default=None, help="trial number; default: the best trial"
     )
-    p.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna RDB storage URL")
+    p.add_argument(
+        "--storage",
+        default=DEFAULT_STORAGE,
+        help=f"Optuna RDB storage URL; default: {DEFAULT_STORAGE}",
+    )
     p.add_argument(
         "--full",
         action="store_true",
         help="the full configuration (network, optimizer, trainer, data, seed), not only params",
     )
-    p.add_argument("--format", choices=FORMATS, default="json", help="output format")
+    p.add_argument("--format", choices=FORMATS, default="json", help="output format; default: json")
     return p
 
 

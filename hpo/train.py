@@ -246,13 +246,17 @@ def build_parser() -> cli.Parser:
             "Retrain a stored trial, evaluate the held-out test set once, save the network; "
             "or --replay a trial and check that its curve is reproduced exactly."
         ),
-        formatter_class=lambda prog: argparse.ArgumentDefaultsHelpFormatter(prog, width=100),
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, width=100),
     )
     p.add_argument("--study", required=True, help="study name")
     p.add_argument(
         "--trial", type=trial_number, default=None, help="trial number; default: the best trial"
     )
-    p.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna RDB storage URL")
+    p.add_argument(
+        "--storage",
+        default=DEFAULT_STORAGE,
+        help=f"Optuna RDB storage URL; default: {DEFAULT_STORAGE}",
+    )
     p.add_argument(
         "--save", default=None, metavar="FILE.npz", help="save the weights and architecture here"
     )

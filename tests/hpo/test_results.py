@@ -283,6 +283,26 @@ def test_train_on_val_trains_on_training_and_validation_samples(studies):
     assert both.test_acc is not None and both.n_test == plain.n_test == 4900
 
 
+@pytest.mark.parametrize("replay", [False, True], ids=["train", "replay"])
+def test_a_failed_trial_is_neither_trained_nor_replayed(tmp_path, capsys, replay):
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    storage = open_storage(url, heartbeat=False)
+    study = create_study(storage, "failing", SearchConfig())
+    lr = optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True)
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.FAIL, params={"lr": 1e-3}, distributions={"lr": lr}
+        )
+    )
+    storage.engine.dispose()
+
+    argv = ["--storage", url, "--study", "failing", "--trial", "0"]
+    code, out, err = run_cli(train_cli.main, [*argv, "--replay"] if replay else argv, capsys)
+
+    assert (code, out) == (2, "")
+    assert "but trial 0 is FAIL" in err
+
+
 def test_retraining_a_pruned_trial_is_refused(studies):
     stored = load_trial(studies.url, "pruned", 1)
     with pytest.raises(ValueError, match="only from a complete trial, but trial 1 is PRUNED"):

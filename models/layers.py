@@ -216,7 +216,8 @@ class Dropout:
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         if not training:
             return x * (1.0 - self.dropout_ratio)
-        self.mask = self.rng.random(x.shape) > self.dropout_ratio
+        # In x's dtype, as in Relu: multiplying by a boolean mask is twice as slow.
+        self.mask = (self.rng.random(x.shape) > self.dropout_ratio).astype(x.dtype)
         return x * self.mask
 
     def backward(self, dout: np.ndarray) -> np.ndarray:

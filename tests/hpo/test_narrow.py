@@ -296,3 +296,10 @@ def test_a_missing_storage_is_an_error_and_is_not_created(tmp_path, capsys):
     assert narrow.main(["--storage", url, "--study", "x"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_help_shows_the_narrowing_flags_and_hides_the_ranges_it_derives(capsys):
+    assert exit_code(narrow.main, ["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--top-fraction" in out and "--margin" in out and "--child" in out
+    assert "--weight-decay" not in out

@@ -190,3 +190,11 @@ def test_a_missing_storage_is_an_error_and_is_not_created(tmp_path, capsys):
     assert report.main(["--storage", url, "--study", "x", "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_help_lists_the_flags(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        report.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(flag in out for flag in ("--study", "--storage", "--out", "--top"))

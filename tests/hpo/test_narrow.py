@@ -303,3 +303,13 @@ def test_help_shows_the_narrowing_flags_and_hides_the_ranges_it_derives(capsys):
     out = capsys.readouterr().out
     assert "--top-fraction" in out and "--margin" in out and "--child" in out
     assert "--weight-decay" not in out
+
+
+def test_a_pipeline_stops_with_a_message_when_a_stage_has_nothing_to_narrow_from(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/t.db"
+    make_study(url, "p-s1", [trial(TrialState.PRUNED, 0.1), trial(TrialState.PRUNED, 0.2)])
+    argv = ["--storage", url, "--study", "p", "--stages", "2", "--trials", "2", *TINY]
+    assert search.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "cannot narrow 'p-s1': Narrowing needs at least one complete trial" in err
+    assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["p-s1"]

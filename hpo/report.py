@@ -43,6 +43,7 @@ from hpo import cli
 from hpo.config import SearchConfig
 from hpo.narrow import (
     PARENT_ATTR,
+    STAGE_ATTR,
     is_seeded,
     lineage,
     load_search_study,
@@ -101,7 +102,9 @@ def load_stages(storage: optuna.storages.BaseStorage, name: str) -> list[Stage]:
     for i, study in enumerate(lineage(storage, name), start=1):
         config = stored_config(study) or SearchConfig()
         own = [t for t in study.get_trials(deepcopy=False) if not is_seeded(t)]
-        stages.append(Stage(study.study_name, int(study.user_attrs.get("stage", i)), config, own))
+        stages.append(
+            Stage(study.study_name, int(study.user_attrs.get(STAGE_ATTR, i)), config, own)
+        )
     return stages
 
 

@@ -143,6 +143,11 @@ class Trainer:
         Returns:
             The :class:`TrainResult`, also kept in :attr:`result`.
         """
+        # Overflow on the way to a non-finite loss is expected; the loss check reports it.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._train()
+
+    def _train(self) -> TrainResult:
         net, history = self.network, self.result.history
         for epoch in range(1, self.epochs + 1):
             for idx in self._batches():

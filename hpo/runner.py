@@ -78,7 +78,11 @@ def _ask_if_wanted(study: optuna.Study, target: int) -> optuna.Trial | None:
         started = sum(counts[s] for s in (*FINISHED, TrialState.RUNNING))
         if started >= target:
             return None
-        return study.ask()
+        trial = study.ask()
+    # Beat at once: a trial that never beat is never found stale, so a worker killed before its
+    # heartbeat thread's first beat would leave the trial RUNNING for ever.
+    study._storage.record_heartbeat(trial._trial_id)
+    return trial
 
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> None:
@@ -171,6 +175,7 @@ def run_study(
 
 def _run_rounds(study: optuna.Study, plan: RunPlan, n_jobs: int) -> None:
     """Launch workers until the target is reached; a dead worker's trial is retried."""
+    rounds_without_progress = 0
     while True:
         finished_before = sum(count_states(study)[s] for s in FINISHED)
         try:
@@ -181,11 +186,16 @@ def _run_rounds(study: optuna.Study, plan: RunPlan, n_jobs: int) -> None:
         finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
         if finished >= plan.target or (plan.deadline is not None and time.time() >= plan.deadline):
             return
+        rounds_without_progress = 0 if finished > finished_before else rounds_without_progress + 1
+        pending = counts[TrialState.RUNNING] + counts[TrialState.WAITING]
+        if rounds_without_progress > 3 or (rounds_without_progress and not pending):
+            raise RuntimeError(
+                f"Workers stopped at {finished} of {plan.target} finished trials, with "
+                f"{counts[TrialState.RUNNING]} trial(s) still RUNNING."
+            )
         if counts[TrialState.RUNNING]:
             # Trials of dead workers: wait until their heartbeat is stale; workers fail them.
             time.sleep(GRACE_PERIOD_S + HEARTBEAT_INTERVAL_S)
-        elif finished == finished_before and not counts[TrialState.WAITING]:
-            raise RuntimeError(f"Workers stopped at {finished} of {plan.target} finished trials.")
 
 
 def _fail_abandoned(study: optuna.Study) -> None:

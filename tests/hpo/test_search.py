@@ -292,6 +292,7 @@ def test_a_killed_workers_trial_is_failed_and_retried_and_the_count_stays_exact(
     db = tmp_path / "s.db"
     proc = start_search(db, "--trials", "6", "--jobs", "2", *SLOW)
     wait_for_running_trial(db)
+    time.sleep(0.3)  # mid-trial
     workers = worker_pids(proc.pid)
     assert workers, "no worker processes found"
 

@@ -37,7 +37,6 @@ def build_parser() -> cli.Parser:
     p = cli.Parser(
         prog="python -m hpo.export",
         description="Print a trial's parameters, or its full training configuration, to stdout.",
-        formatter_class=lambda prog: argparse.HelpFormatter(prog, width=100),
     )
     p.add_argument("--study", required=True, help="study name")
     p.add_argument(

@@ -473,7 +473,6 @@ def build_parser() -> cli.Parser:
     p = cli.Parser(
         prog="python -m hpo.report",
         description="Draw a study's figures (PNG) and print the book's table of its best trials.",
-        formatter_class=lambda prog: cli.argparse.ArgumentDefaultsHelpFormatter(prog, width=100),
     )
     p.add_argument("--study", required=True, help="the study (for a later stage: its last stage)")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna RDB storage URL")

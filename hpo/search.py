@@ -39,7 +39,6 @@ def build_parser() -> cli.Parser:
     p = cli.Parser(
         prog="python -m hpo.search",
         description="Tune the book's MultiLayerNet with an Optuna study persisted in a database.",
-        formatter_class=lambda prog: cli.argparse.ArgumentDefaultsHelpFormatter(prog, width=100),
     )
     run = p.add_argument_group("run")
     run.add_argument(

@@ -17,7 +17,6 @@ validation accuracy, and the train and loss curves, equal the stored values bit 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -246,7 +245,6 @@ def build_parser() -> cli.Parser:
             "Retrain a stored trial, evaluate the held-out test set once, save the network; "
             "or --replay a trial and check that its curve is reproduced exactly."
         ),
-        formatter_class=lambda prog: argparse.HelpFormatter(prog, width=100),
     )
     p.add_argument("--study", required=True, help="study name")
     p.add_argument(

@@ -35,8 +35,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,9 +44,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo import cli, search
 from hpo.config import SearchConfig
+from hpo.results import load_study, open_readonly
 from hpo.runner import FINISHED, run_study
 from hpo.space import Param, space_from_dict, space_to_dict
-from hpo.storage import check_storage, display_url, ensure_parent, open_storage
+from hpo.storage import display_url, ensure_parent, open_storage
 from hpo.study import create_study, make_sampler, stored_config
 
 logger = logging.getLogger(__name__)
@@ -414,22 +414,6 @@ def format_ranges(narrowing: Narrowing, child: str) -> list[str]:
     ]
 
 
-@contextmanager
-def read_only(url: str) -> Iterator[optuna.storages.BaseStorage]:
-    """An existing storage, opened so that nothing can be written to it.
-
-    Raises:
-        ValueError: If the URL is malformed, or names a missing or empty SQLite file.
-    """
-    if not check_storage(url, create=False):
-        raise ValueError(f"Storage {display_url(url)} holds no studies.")
-    storage = open_storage(url, read_only=True)
-    try:
-        yield storage
-    finally:
-        storage.engine.dispose()
-
-
 def load_search_study(storage: optuna.storages.BaseStorage, name: str, url: str) -> optuna.Study:
     """The study ``name``, made by ``hpo.search`` (it has a stored configuration).
 
@@ -437,13 +421,7 @@ def load_search_study(storage: optuna.storages.BaseStorage, name: str, url: str)
         ValueError: If the study is not in the storage (the message lists those that are), or
             has no stored configuration.
     """
-    names = [s.study_name for s in storage.get_all_studies()]
-    if name not in names:
-        listed = ", ".join(repr(n) for n in names) or "none"
-        raise ValueError(
-            f"Study {name!r} is not in {display_url(url)}; the studies there: {listed}."
-        )
-    study = optuna.load_study(study_name=name, storage=storage)
+    study = load_study(storage, name, display_url(url))
     if stored_config(study) is None:
         raise ValueError(
             f"Study {name!r} was not made by hpo (no stored config), so its space is unknown."
@@ -656,7 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"--child names one stage, but --stages {stages} creates {stages}; the names "
                 "follow the parent's (book-s2, book-s3, ...)."
             )
-        with read_only(url) as storage:
+        with open_readonly(url) as storage:
             parent = load_search_study(storage, args.study, url)
             existing = {s.study_name for s in storage.get_all_studies()}
             config = search.resolve_config(args, stored_config(parent))

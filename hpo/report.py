@@ -48,8 +48,8 @@ from hpo.narrow import (
     lineage,
     load_search_study,
     ranked_complete,
-    read_only,
 )
+from hpo.results import open_readonly
 from hpo.space import space_from_dict
 from hpo.storage import DEFAULT_STORAGE
 from hpo.study import stored_config
@@ -496,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out must be a folder, but {str(out)!r} is a file.")
-        with read_only(args.storage) as storage:
+        with open_readonly(args.storage) as storage:
             load_search_study(storage, args.study, args.storage)
             paths = write_report(storage, args.study, out, top=args.top)
             trials = optuna.load_study(study_name=args.study, storage=storage).get_trials()

@@ -81,7 +81,8 @@ def _where(storage: Storage) -> str:
     return display_url(storage) if isinstance(storage, str) else type(storage).__name__
 
 
-def _load_study(storage: optuna.storages.BaseStorage, name: str, where: str) -> optuna.Study:
+def load_study(storage: optuna.storages.BaseStorage, name: str, where: str) -> optuna.Study:
+    """The study ``name``; an unknown name raises ValueError listing the studies in ``where``."""
     names = [s.study_name for s in storage.get_all_studies()]
     if name not in names:
         listed = ", ".join(repr(n) for n in names) or "none"
@@ -128,7 +129,7 @@ def find_trial(storage: Storage, study: str, trial: int | None = None) -> Frozen
     """
     where = _where(storage)
     with open_readonly(storage) as opened:
-        return _pick(_load_study(opened, study, where), trial, where)
+        return _pick(load_study(opened, study, where), trial, where)
 
 
 def load_trial(storage: Storage, study: str, trial: int | None = None) -> StoredTrial:
@@ -149,7 +150,7 @@ def load_trial(storage: Storage, study: str, trial: int | None = None) -> Stored
     """
     where = _where(storage)
     with open_readonly(storage) as opened:
-        loaded = _load_study(opened, study, where)
+        loaded = load_study(opened, study, where)
         config = stored_config(loaded)
         if config is None:
             raise ValueError(

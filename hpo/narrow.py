@@ -31,10 +31,8 @@ import argparse
 import dataclasses
 import logging
 import math
-import os
 import re
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +43,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo import cli, search
 from hpo.config import SearchConfig
 from hpo.results import load_study, open_readonly
-from hpo.runner import FINISHED, run_study
+from hpo.runner import FINISHED
 from hpo.space import Param, space_from_dict, space_to_dict
 from hpo.storage import display_url, ensure_parent, open_storage
 from hpo.study import create_study, make_sampler, stored_config
@@ -559,44 +557,6 @@ def _own_finished(study: optuna.Study) -> int:
     return sum(t.state in FINISHED and not is_seeded(t) for t in study.get_trials(deepcopy=False))
 
 
-def _run(study: optuna.Study, config: SearchConfig, url: str, n_trials: int, args) -> bool:
-    """Add ``n_trials`` finished trials to ``study`` with a progress bar; False if interrupted."""
-    trials = study.get_trials(deepcopy=False)
-    jobs = (os.cpu_count() or 1) if args.jobs == -1 else args.jobs
-    logger.info(
-        "Study %r: %d trials stored; adding %d with %d worker(s), %s sampler, %s pruner.",
-        study.study_name,
-        len(trials),
-        n_trials,
-        jobs,
-        config.sampler,
-        config.pruner,
-    )
-    progress = search.Progress(n_trials, trials, args.verbose, enabled=not args.quiet)
-    start = time.perf_counter()
-    try:
-        run_study(
-            study,
-            config,
-            url,
-            n_trials=n_trials,
-            n_jobs=jobs,
-            timeout=args.timeout,
-            data_dir=args.data_dir,
-            on_poll=progress,
-        )
-    except KeyboardInterrupt:
-        progress.close()
-        print(
-            "Interrupted; running trials were marked failed. Run the same command to resume.",
-            file=sys.stderr,
-        )
-        return False
-    progress.close()
-    search.print_summary(study, url, time.perf_counter() - start)
-    return True
-
-
 def _error(prog: str, message: str) -> int:
     print(f"{prog}: error: {message}", file=sys.stderr)
     return cli.EXIT_BAD_INPUT
@@ -671,7 +631,7 @@ def _stages(plan: _Plan, later: list[str], url: str, args) -> int:
                 f"{display_url(url)} --study {plan.name} --trials N"
             )
             return 0
-        if not _run(study, plan.config, url, args.trials, args):
+        if not search.run_with_progress(study, plan.config, url, args.trials, args):
             return 130
         if not later:
             return 0
@@ -746,7 +706,7 @@ def run_stages(args: argparse.Namespace) -> int:
         else:
             if k == 1 or name in existing:
                 print(f"Stage {k} {name!r}: {config.sampler} sampler, {config.pruner} pruner.")
-            if not _run(study, config, url, remaining, args):
+            if not search.run_with_progress(study, config, url, remaining, args):
                 return 130
         own = [t for t in study.get_trials(deepcopy=False) if not is_seeded(t)]
         best += [(t, name) for t in ranked_complete(own)[:1]]

@@ -270,26 +270,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         study.set_user_attr("config", config.to_dict())
     else:
         study = create_study(storage, args.study, config)
+    return 0 if run_with_progress(study, config, url, args.trials, args) else 130
+
+
+def run_with_progress(
+    study: optuna.Study, config: SearchConfig, url: str, n_trials: int, args
+) -> bool:
+    """Add ``n_trials`` finished trials to ``study`` with a progress bar; False if interrupted."""
     trials = study.get_trials(deepcopy=False)
     jobs = (os.cpu_count() or 1) if args.jobs == -1 else args.jobs
     logger.info(
-        "Study %r in %s: %d trials stored; adding %d with %d worker(s), %s sampler, %s pruner.",
-        args.study,
-        display_url(url),
+        "Study %r: %d trials stored; adding %d with %d worker(s), %s sampler, %s pruner.",
+        study.study_name,
         len(trials),
-        args.trials,
+        n_trials,
         jobs,
         config.sampler,
         config.pruner,
     )
-    progress = Progress(args.trials, trials, args.verbose, enabled=not args.quiet)
+    progress = Progress(n_trials, trials, args.verbose, enabled=not args.quiet)
     start = time.perf_counter()
     try:
         run_study(
             study,
             config,
             url,
-            n_trials=args.trials,
+            n_trials=n_trials,
             n_jobs=jobs,
             timeout=args.timeout,
             data_dir=args.data_dir,
@@ -301,11 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Interrupted; running trials were marked failed. Run the same command to resume.",
             file=sys.stderr,
         )
-        return 130
+        return False
     progress.close()
-    wall = time.perf_counter() - start
-    print_summary(study, url, wall)
-    return 0
+    print_summary(study, url, time.perf_counter() - start)
+    return True
 
 
 def print_summary(study: optuna.Study, url: str, wall: float) -> None:

@@ -9,14 +9,17 @@ generous busy timeout makes a writer wait its turn instead of failing with "data
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
 import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
 import sqlalchemy
+from optuna.storages._rdb.models import TrialIntermediateValueModel
 from sqlalchemy.engine import make_url
 
 logger = logging.getLogger(__name__)
@@ -116,6 +119,53 @@ class _SQLiteConnect:
         return con
 
 
+# One statement per ``trial.report`` and per trial user attr: Optuna's ORM path (load the trial,
+# check its state, look up the row, insert, commit) costs 0.7-1.5 ms a call here, and the 50
+# reports of a trial alone came to over 10% of its time. Only a running trial is written to.
+_UPSERT_INTERMEDIATE_VALUE = (
+    "INSERT INTO trial_intermediate_values"
+    " (trial_id, step, intermediate_value, intermediate_value_type)"
+    " SELECT ?, ?, ?, ? WHERE EXISTS"
+    " (SELECT 1 FROM trials WHERE trial_id = ? AND state = 'RUNNING')"
+    " ON CONFLICT (trial_id, step) DO UPDATE SET"
+    " intermediate_value = excluded.intermediate_value,"
+    " intermediate_value_type = excluded.intermediate_value_type"
+)
+_UPSERT_USER_ATTR = (
+    "INSERT INTO trial_user_attributes (trial_id, key, value_json)"
+    " SELECT ?, ?, ? WHERE EXISTS"
+    " (SELECT 1 FROM trials WHERE trial_id = ? AND state = 'RUNNING')"
+    " ON CONFLICT (trial_id, key) DO UPDATE SET value_json = excluded.value_json"
+)
+
+
+class _SQLiteStorage(optuna.storages.RDBStorage):
+    """``RDBStorage`` whose reports and trial user attrs are written in one SQL statement each."""
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        with self.engine.begin() as con:
+            written = con.exec_driver_sql(
+                _UPSERT_USER_ATTR, (trial_id, key, json.dumps(value), trial_id)
+            ).rowcount
+        if written != 1:
+            # No such trial, or it is not running: Optuna's own path raises the right error.
+            super().set_trial_user_attr(trial_id, key, value)
+
+    def set_trial_intermediate_value(
+        self, trial_id: int, step: int, intermediate_value: float
+    ) -> None:
+        stored, kind = TrialIntermediateValueModel.intermediate_value_to_stored_repr(
+            intermediate_value
+        )
+        with self.engine.begin() as con:
+            written = con.exec_driver_sql(
+                _UPSERT_INTERMEDIATE_VALUE, (trial_id, step, stored, kind.name, trial_id)
+            ).rowcount
+        if written != 1:
+            # No such trial, or it is not running: Optuna's own path raises the right error.
+            super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+
+
 def open_storage(
     url: str, *, heartbeat: bool = True, read_only: bool = False
 ) -> optuna.storages.RDBStorage:
@@ -128,16 +178,18 @@ def open_storage(
         read_only: Open an existing SQLite file read-only, so that looking changes nothing.
     """
     path = sqlite_path(url)
+    storage_class = optuna.storages.RDBStorage
     if path is not None:
         engine_kwargs: dict = {"creator": _SQLiteConnect(path, read_only)}
+        storage_class = _SQLiteStorage
     else:
         engine_kwargs = {"pool_pre_ping": True}
     if not heartbeat or read_only:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        return storage_class(url, engine_kwargs=engine_kwargs)
     with warnings.catch_warnings():
         # Heartbeats and retries are experimental in Optuna since 2.8 and stable in use.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
+        return storage_class(
             url,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=HEARTBEAT_INTERVAL_S,

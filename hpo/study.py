@@ -59,19 +59,27 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     Raises:
         ValueError: If the name is unknown.
     """
+    from hpo.pruning import AtSteps, rung_steps
+
     if name not in PRUNERS:
         raise ValueError(f"`pruner` must be one of {PRUNERS}, but got {name!r}.")
     warmup = max(epochs // 5, 1)
+    # Each pruner is asked only at the steps where it can decide (hpo/pruning.py): asking it at
+    # every epoch costs a storage read each time and changes nothing.
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
+        return AtSteps(pruner, range(warmup, epochs))
     if name == "percentile":
-        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=warmup)
+        pruner = optuna.pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=warmup)
+        return AtSteps(pruner, range(warmup, epochs))
     if name == "sha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=warmup, reduction_factor=3)
+        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=warmup, reduction_factor=3)
+        return AtSteps(pruner, rung_steps(warmup, 3, epochs))
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(
+        pruner = optuna.pruners.HyperbandPruner(
             min_resource=warmup, max_resource=epochs, reduction_factor=3
         )
+        return AtSteps(pruner, rung_steps(warmup, 3, epochs))
     return optuna.pruners.NopPruner()
 
 

@@ -51,7 +51,7 @@ class SearchConfig:
     # Search: what is sampled and how.
     space: dict[str, Any] = field(default_factory=lambda: space_to_dict(DEFAULT_SPACE))
     sampler: str = "tpe"  # random, tpe, qmc, cmaes or gp; chosen by benchmarks/bench_search.py
-    pruner: str = "sha"  # median, percentile, sha, hyperband or none; same benchmark
+    pruner: str = "percentile"  # median, percentile, sha, hyperband or none; same benchmark
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

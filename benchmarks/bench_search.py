@@ -1,0 +1,511 @@
+"""The search service on the book's workload: the book's procedure against the default search.
+
+Run from the repository root: ``python benchmarks/bench_search.py [--seeds 5] [--trials 100]``
+(quick look while developing: ``--seeds 1 --trials 20``).
+
+For every seed (the ``--seed`` of ``python -m hpo.search``: it draws the 400/100 split, every
+trial's weights and batches, and the samplers), on the default workload (mnist-5k, 500 samples ->
+400 train / 100 validation, ``MultiLayerNet(784, [100]*6, 10)``, SGD, batch 100, 50 epochs,
+``lr ~ LogUniform(1e-6, 1e-2)``, ``weight_decay ~ LogUniform(1e-8, 1e-4)``), it runs:
+
+- **book**: the book's procedure with this code: random sampler, no pruning, 1 job;
+- **default 1 job** and **default 2 jobs**: the default sampler and pruner (``SearchConfig``).
+
+Each run is the real command, ``python -m hpo.search``, in a subprocess with its own study in one
+temporary SQLite file; results are read back from that file with Optuna. Per run it reports:
+
+- **wall**: seconds for the whole command (interpreter start, data, study, workers, summary);
+- **epochs**: epochs trained, the sum of the trials' ``epochs`` user attr;
+- **overhead**: for 1-job runs, the share of the trial loop's wall time (``run_study``) that is
+  not training: ``1 - train / loop``, where ``train`` is the time inside ``Trainer.train``
+  without its epoch callback (``trial.report`` + ``should_prune``), timed in the run itself. For
+  the default 1-job run the trials are also replayed afterwards without storage, sampler or
+  threads, each for the epochs it trained, and ``replay`` is ``1 - replay time / loop``; that
+  also catches what the run's background threads (heartbeat, progress poller) cost the training
+  thread. ``storage`` is the share of the loop spent inside ``RDBStorage`` calls on the trial
+  thread (report, should_prune's reads, attrs, ask/tell, the admission check);
+- **best val**: the best trial's validation accuracy;
+- **test**: that winner retrained once with its stored parameters and seed
+  (:func:`hpo.objective.trial_setup`), evaluated on the held-out test samples the search never saw
+  (4,500 for mnist-5k); ``*`` marks a retrain whose validation accuracy differs from the stored
+  value (it should not: trials are deterministic).
+
+Alongside, once per seed: the machine's own 2-process ceiling. One fixed training job (the book's
+network, 50 epochs, a few times over) runs alone, then as two copies in two processes started at
+the same instant, BLAS pinned to one thread: ``ceiling = 2 * T1 / T2``. The 2-job run's speedup
+(default 1 job wall / default 2 jobs wall) is judged as a fraction of it (DESIGN.md,
+"Performance: how we measure"). Medians over seeds; targets from the hpo.search issue sit next to
+the results. Not a test: nothing asserts on timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+from threadpoolctl import threadpool_limits
+
+from hpo.config import SearchConfig
+from hpo.objective import build, load_split, trial_setup
+
+HERE = Path(__file__).resolve()
+ROOT = HERE.parents[1]
+CEILING_REPEATS = 4  # trainings per process in the 2-process ceiling job
+TARGET_MIN_BEST = 0.74
+TARGET_WALL_RATIO = 1 / 3
+TARGET_STORAGE = 0.10
+TARGET_CEILING_FRACTION = 0.9
+
+
+@dataclass
+class Run:
+    """One ``python -m hpo.search`` run and what the benchmark read back."""
+
+    config: str
+    seed: int
+    jobs: int
+    wall: float = 0.0
+    epochs: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    best_val: float = float("nan")
+    test_acc: float = float("nan")
+    replay_ok: bool = True
+    loop: float = float("nan")  # seconds in run_study (1-job runs, instrumented)
+    train: float = float("nan")  # seconds in Trainer.train minus its epoch callback
+    callback: float = float("nan")  # seconds in the epoch callback (report + should_prune)
+    storage: float = float("nan")  # seconds in RDBStorage calls on the trial thread
+    replay: float = float("nan")  # seconds to replay the trials' training alone
+    by_method: dict[str, list[float]] = field(default_factory=dict)  # storage [seconds, calls]
+    load: tuple[float, float] = (float("nan"), float("nan"))  # 1-min load average, start/end
+
+    @property
+    def overhead(self) -> float:
+        return 1 - self.train / self.loop
+
+    @property
+    def replay_overhead(self) -> float:
+        return 1 - self.replay / self.loop
+
+    @property
+    def storage_share(self) -> float:
+        return self.storage / self.loop
+
+
+# --- child modes: the instrumented search command, and the ceiling's training job -------------
+
+
+def _instrumented_search(argv: list[str], out: str) -> int:
+    """``hpo.search.main(argv)`` with timers around training, its callback and storage calls."""
+    import hpo.search
+    import hpo.storage  # noqa: F401 - its RDBStorage subclass gets timed too
+    from models.trainer import Trainer
+
+    totals = {"loop": 0.0, "train": 0.0, "callback": 0.0, "storage": 0.0}
+    trial_thread = threading.get_ident()
+    depth = threading.local()
+
+    original_train = Trainer.train
+
+    def train(self):
+        callback = self.on_epoch_end
+        if callback is not None:
+
+            def timed_callback(epoch, metrics):
+                start = time.perf_counter()
+                try:
+                    return callback(epoch, metrics)
+                finally:
+                    totals["callback"] += time.perf_counter() - start
+
+            self.on_epoch_end = timed_callback
+        start, before = time.perf_counter(), totals["callback"]
+        try:
+            return original_train(self)
+        finally:
+            totals["train"] += time.perf_counter() - start - (totals["callback"] - before)
+
+    by_method: dict[str, list[float]] = {}  # "thread: method" -> [seconds, calls]
+
+    def timed_storage(name, method):
+        def wrapper(*args, **kwargs):
+            # Outermost storage calls only (methods call each other).
+            if getattr(depth, "n", 0):
+                return method(*args, **kwargs)
+            depth.n = 1
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                depth.n = 0
+                elapsed = time.perf_counter() - start
+                on_trial_thread = threading.get_ident() == trial_thread
+                if on_trial_thread:
+                    totals["storage"] += elapsed
+                key = f"{'trial' if on_trial_thread else 'other'} thread: {name}"
+                entry = by_method.setdefault(key, [0.0, 0])
+                entry[0] += elapsed
+                entry[1] += 1
+
+        return wrapper
+
+    # Every method of RDBStorage and of hpo's subclass, private ones too (the cache layer calls
+    # _get_trials etc.); a subclass's method calling super() counts once.
+    for cls in (optuna.storages.RDBStorage, *optuna.storages.RDBStorage.__subclasses__()):
+        for name, value in list(vars(cls).items()):
+            if isinstance(value, types.FunctionType) and not name.startswith("__"):
+                setattr(cls, name, timed_storage(name, value))
+
+    original_run_study = hpo.search.run_study
+
+    def run_study(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original_run_study(*args, **kwargs)
+        finally:
+            totals["loop"] += time.perf_counter() - start
+
+    Trainer.train = train
+    hpo.search.run_study = run_study
+    code = hpo.search.main(argv)
+    Path(out).write_text(json.dumps({**totals, "by_method": by_method}))
+    return code
+
+
+def _training_job(start_at: float, repeats: int) -> float:
+    """Seconds for ``repeats`` fixed 50-epoch trainings of the book's network, from ``start_at``."""
+    config = SearchConfig()
+    split = load_split(config)
+    setup = trial_setup(config, {"lr": 0.01, "weight_decay": 1e-6}, 12345)
+    with threadpool_limits(limits=1):
+        build(setup, split)[1].train()  # warm up (caches, lazy imports)
+        time.sleep(max(0.0, start_at - time.time()))
+        start = time.perf_counter()
+        for _ in range(repeats):
+            build(setup, split)[1].train()
+        return time.perf_counter() - start
+
+
+# --- the parent --------------------------------------------------------------------------------
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # One BLAS thread everywhere (hpo's workers pin it too; this covers interpreter start-up).
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = "1"
+    return env
+
+
+def measure_ceiling() -> tuple[float, float, float]:
+    """(T1, T2, ceiling): one training job alone, two at once in two processes, 2 * T1 / T2."""
+
+    def launch(n: int) -> list[float]:
+        start_at = time.time() + 4.0  # after every process has imported and warmed up
+        cmd = [sys.executable, str(HERE), "--training-job", str(start_at)]
+        procs = [
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=_child_env())
+            for _ in range(n)
+        ]
+        return [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+
+    alone = launch(1)[0]
+    together = max(launch(2))
+    return alone, together, 2 * alone / together
+
+
+def study_name(config: str, seed: int, jobs: int) -> str:
+    return f"{config.split()[0]}-seed{seed}-jobs{jobs}"
+
+
+def run_search(
+    config: str, seed: int, jobs: int, trials: int, search_args: list[str], storage: str, tmp: Path
+) -> Run:
+    study = study_name(config, seed, jobs)
+    argv = [
+        *("--trials", str(trials), "--jobs", str(jobs), "--seed", str(seed)),
+        *("--storage", storage, "--study", study, "-q", *search_args),
+    ]
+    out = tmp / f"{study}.json"
+    run = Run(config, seed, jobs, load=(os.getloadavg()[0], float("nan")))
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, str(HERE), "--instrumented-search", str(out), "--", *argv],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env=_child_env(),
+    )
+    run.wall = time.perf_counter() - start
+    run.load = (run.load[0], os.getloadavg()[0])
+    if jobs == 1:
+        totals = json.loads(out.read_text())
+        run.loop, run.train = totals["loop"], totals["train"]
+        run.callback, run.storage = totals["callback"], totals["storage"]
+        run.by_method = totals["by_method"]
+    read_back(run, optuna.load_study(study_name=study, storage=storage))
+    return run
+
+
+def _retrain(config: SearchConfig, trial: optuna.trial.FrozenTrial, split, epochs=None):
+    setup = trial_setup(config, trial.params, trial.user_attrs["seed"])
+    if epochs is not None:
+        setup = dataclasses.replace(setup, trainer={**setup.trainer, "epochs": epochs})
+    return build(setup, split)
+
+
+def read_back(run: Run, study: optuna.Study) -> None:
+    """Epochs, counts, best trial and its test accuracy, from the study's database."""
+    trials = study.get_trials(deepcopy=False)
+    run.epochs = sum(t.user_attrs.get("epochs", 0) for t in trials)
+    run.counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        return
+    best = max(complete, key=lambda t: t.value)
+    run.best_val = best.value
+    config = SearchConfig.from_dict(study.user_attrs["config"])
+    split = load_split(config)
+    net, trainer = _retrain(config, best, split)
+    result = trainer.train()
+    run.replay_ok = result.history["val_acc"][-1] == best.value
+    run.test_acc = float(net.accuracy(split.x_test, split.t_test))
+
+
+def replay(run: Run, study: optuna.Study) -> None:
+    """Train every trial of the study again, alone, for the epochs it trained; sum the time."""
+    config = SearchConfig.from_dict(study.user_attrs["config"])
+    split = load_split(config)
+    total = 0.0
+    for trial in study.get_trials(deepcopy=False):
+        epochs = trial.user_attrs.get("epochs", 0)
+        if not epochs or "seed" not in trial.user_attrs:
+            continue
+        _, trainer = _retrain(config, trial, split, epochs)
+        start = time.perf_counter()
+        trainer.train()
+        total += time.perf_counter() - start
+    run.replay = total
+
+
+# --- output ------------------------------------------------------------------------------------
+
+
+def _pct(x: float) -> str:
+    return "-" if x != x else f"{100 * x:.1f}%"
+
+
+def _acc(x: float) -> str:
+    return "-" if x != x else f"{x:.3f}"
+
+
+def _median(values) -> float:
+    values = [v for v in values if v == v]
+    return statistics.median(values) if values else float("nan")
+
+
+def print_per_seed(runs: list[Run], ceilings: dict[int, tuple[float, float, float]]) -> None:
+    header = (
+        f"{'seed':>4} {'configuration':15} {'wall s':>7} {'epochs':>6} {'done/pruned/fail':>16} "
+        f"{'best val':>8} {'test':>6} {'storage':>7} {'overhead':>8} {'replay':>7} {'load':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in runs:
+        counts = "/".join(str(r.counts.get(k, 0)) for k in ("complete", "pruned", "fail"))
+        one = r.jobs == 1
+        print(
+            f"{r.seed:>4} {r.config:15} {r.wall:7.1f} {r.epochs:>6} {counts:>16} "
+            f"{_acc(r.best_val):>8} {_acc(r.test_acc) + ('' if r.replay_ok else '*'):>6} "
+            f"{_pct(r.storage_share) if one else '-':>7} {_pct(r.overhead) if one else '-':>8} "
+            f"{_pct(r.replay_overhead):>7} {r.load[0]:4.1f}-{r.load[1]:<4.1f}"
+        )
+    for seed, (t1, t2, c) in ceilings.items():
+        print(f"{seed:>4} 2-process ceiling: {t1:.2f} s alone, {t2:.2f} s two at once: {c:.2f}x")
+
+
+def print_storage(runs: list[Run], top: int = 8) -> None:
+    """Where the default 1-job runs' storage time went, per trial, summed over seeds."""
+    rs = [r for r in runs if r.config == "default 1 job" and r.by_method]
+    if not rs:
+        return
+    totals: dict[str, list[float]] = {}
+    for r in rs:
+        for key, (seconds, calls) in r.by_method.items():
+            entry = totals.setdefault(key, [0.0, 0])
+            entry[0] += seconds
+            entry[1] += calls
+    loop = sum(r.loop for r in rs)
+    trials = sum(r.counts.get("complete", 0) + r.counts.get("pruned", 0) for r in rs)
+    print()
+    print(f"Storage calls of the default 1-job runs ({len(rs)} seed(s), {trials} trials):")
+    for key, (seconds, calls) in sorted(totals.items(), key=lambda kv: -kv[1][0])[:top]:
+        print(
+            f"  {key:44} {1e3 * seconds / trials:6.1f} ms/trial {calls / trials:5.1f} calls/trial "
+            f"{_pct(seconds / loop):>6} of the trial loop"
+        )
+
+
+def print_table(
+    runs: list[Run], ceilings: dict[int, tuple[float, float, float]], default: SearchConfig
+) -> None:
+    by: dict[str, list[Run]] = {}
+    for r in runs:
+        by.setdefault(r.config, []).append(r)
+    print()
+    print(
+        f"Summary, medians over {len({r.seed for r in runs})} seed(s); default = "
+        f"{default.sampler} sampler + {default.pruner} pruner"
+    )
+    header = (
+        f"{'configuration':15} {'wall s':>7} {'epochs':>7} {'storage':>7} {'overhead':>8} "
+        f"{'best val med':>12} {'best val min':>12} {'test med':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, rs in by.items():
+        one = rs[0].jobs == 1
+        print(
+            f"{name:15} {_median(r.wall for r in rs):7.1f} {_median(r.epochs for r in rs):7.0f} "
+            f"{_pct(_median(r.storage_share for r in rs)) if one else '-':>7} "
+            f"{_pct(_median(r.overhead for r in rs)) if one else '-':>8} "
+            f"{_acc(_median(r.best_val for r in rs)):>12} "
+            f"{_acc(min(r.best_val for r in rs)):>12} {_acc(_median(r.test_acc for r in rs)):>8}"
+        )
+
+    print()
+    print(f"{'target':56} {'result':>20}  met")
+    print("-" * 82)
+
+    def line(what: str, result: str, ok: bool | None) -> None:
+        print(f"{what:56} {result:>20}  {'-' if ok is None else ('yes' if ok else 'NO')}")
+
+    book, one, two = by.get("book", []), by.get("default 1 job", []), by.get("default 2 jobs", [])
+    if book and one:
+        b, d = _median(r.best_val for r in book), _median(r.best_val for r in one)
+        line("default 1 job: best val median >= book's", f"{d:.3f} vs {b:.3f}", d >= b)
+    if book and two:
+        b, d = _median(r.best_val for r in book), _median(r.best_val for r in two)
+        line("default 2 jobs: best val median >= book's", f"{d:.3f} vs {b:.3f}", d >= b)
+    for name, rs in (("default 1 job", one), ("default 2 jobs", two)):
+        if rs:
+            low = min(r.best_val for r in rs)
+            line(
+                f"{name}: best val >= {TARGET_MIN_BEST} in every seed",
+                f"min {low:.3f}",
+                low >= TARGET_MIN_BEST,
+            )
+    book_wall = {r.seed: r.wall for r in book}
+    if book and one:
+        # A ratio per seed (both runs ran side by side), then the median.
+        ratio = _median(r.wall / book_wall[r.seed] for r in one if r.seed in book_wall)
+        line("default 1 job: wall <= 1/3 of book's", f"{ratio:.3f}", ratio <= TARGET_WALL_RATIO)
+    for name, rs in (("book", book), ("default 1 job", one)):
+        if rs:
+            share = _median(r.storage_share for r in rs)
+            line(
+                f"{name}: storage <= 10% of the trial loop's wall",
+                _pct(share),
+                share <= TARGET_STORAGE if name != "book" else None,
+            )
+    if one:
+        line(
+            "default 1 job: all but training (replayed alone)",
+            _pct(_median(r.replay_overhead for r in one)),
+            None,
+        )
+    if ceilings:
+        c = _median(x[2] for x in ceilings.values())
+        line("machine's 2-process ceiling 2*T1/T2", f"{c:.2f}x", None)
+    one_by_seed = {r.seed: r for r in one}
+    pairs = [(one_by_seed[r.seed], r) for r in two if r.seed in one_by_seed]
+    if ceilings and pairs:
+        speedup = _median(a.wall / b.wall for a, b in pairs)
+        line(
+            f"2 jobs: speedup >= {TARGET_CEILING_FRACTION} x ceiling",
+            f"{speedup:.2f}x = {speedup / c:.2f} x ceil",
+            speedup / c >= TARGET_CEILING_FRACTION,
+        )
+        rate = _median((b.epochs / b.wall) / (a.epochs / a.wall) for a, b in pairs)
+        line("2 jobs: epochs per second / 1 job's", f"{rate:.2f}x", None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--instrumented-search"]:
+        return _instrumented_search(argv[3:], argv[1])
+    if argv[:1] == ["--training-job"]:
+        print(_training_job(float(argv[1]), CEILING_REPEATS))
+        return 0
+
+    default = SearchConfig()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0 .. N-1 (default 5)")
+    p.add_argument("--trials", type=int, default=100, help="trials per search (default 100)")
+    p.add_argument("--sampler", default=default.sampler, help="try another default sampler")
+    p.add_argument("--pruner", default=default.pruner, help="try another default pruner")
+    p.add_argument(
+        "--configs",
+        default="book,1,2",
+        help="comma-separated subset of book, 1 (default, 1 job), 2 (default, 2 jobs)",
+    )
+    args = p.parse_args(argv)
+    default = dataclasses.replace(default, sampler=args.sampler, pruner=args.pruner)
+    wanted = set(args.configs.split(","))
+    default_args = ["--sampler", default.sampler, "--pruner", default.pruner]
+    plan = [
+        (name, jobs, search_args)
+        for key, name, jobs, search_args in (
+            ("book", "book", 1, ["--sampler", "random", "--pruner", "none"]),
+            ("1", "default 1 job", 1, default_args),
+            ("2", "default 2 jobs", 2, default_args),
+        )
+        if key in wanted
+    ]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    print(
+        f"bench_search: {args.seeds} seed(s) x {args.trials} trials, default = {default.sampler} "
+        f"+ {default.pruner}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    runs: list[Run] = []
+    ceilings: dict[int, tuple[float, float, float]] = {}
+    with threadpool_limits(limits=1), tempfile.TemporaryDirectory() as tmp:
+        storage = f"sqlite:///{tmp}/bench.db"
+        for seed in range(args.seeds):
+            for name, jobs, search_args in plan:
+                run = run_search(name, seed, jobs, args.trials, search_args, storage, Path(tmp))
+                if name == "default 1 job":
+                    study = optuna.load_study(
+                        study_name=study_name(name, seed, jobs), storage=storage
+                    )
+                    replay(run, study)
+                runs.append(run)
+                print(
+                    f"  seed {seed} {name}: {run.wall:.1f} s, best val {run.best_val:.3f}",
+                    flush=True,
+                )
+            if "2" in wanted:
+                ceilings[seed] = measure_ceiling()
+                print(f"  seed {seed} 2-process ceiling: {ceilings[seed][2]:.2f}x", flush=True)
+    print()
+    print_per_seed(runs, ceilings)
+    print_storage(runs)
+    print_table(runs, ceilings, default)
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

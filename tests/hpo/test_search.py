@@ -81,19 +81,20 @@ def make_study(db: Path, config: SearchConfig) -> optuna.Study:
     return create_study(open_storage(f"sqlite:///{db}"), "default", config)
 
 
-def test_the_pruner_stops_a_hopeless_trial_early(tmp_path):
+@pytest.mark.parametrize(("pruner", "n_good"), [("percentile", 5), ("median", 5), ("sha", 3)])
+def test_the_pruner_stops_a_hopeless_trial_early(tmp_path, pruner, n_good):
     db = tmp_path / "s.db"
     config = SearchConfig(
-        train_size=200, epochs=10, hidden=[50, 50], sampler="random", pruner="sha"
+        train_size=300, epochs=20, hidden=[50, 50], sampler="random", pruner=pruner
     )
     study = make_study(db, config)
-    for _ in range(3):
+    for _ in range(n_good):
         study.enqueue_trial({"lr": 1e-2, "weight_decay": 1e-8})
     study.enqueue_trial({"lr": 1e-6, "weight_decay": 1e-8})
 
-    run_study(study, config, f"sqlite:///{db}", n_trials=4)
+    run_study(study, config, f"sqlite:///{db}", n_trials=n_good + 1)
 
-    hopeless = load(db).trials[3]
+    hopeless = load(db).trials[n_good]
     assert hopeless.state == TrialState.PRUNED
     assert hopeless.user_attrs["epochs"] < config.epochs
     assert len(hopeless.user_attrs["train_acc"]) == hopeless.user_attrs["epochs"]

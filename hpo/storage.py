@@ -176,7 +176,24 @@ def open_storage(
         heartbeat: Running trials record a heartbeat, and a trial whose worker died is failed
             and queued again (at most ``MAX_RETRY`` times) before the next trial starts.
         read_only: Open an existing SQLite file read-only, so that looking changes nothing.
+
+    Raises:
+        ValueError: If the database cannot be reached or its driver is not installed.
     """
+    try:
+        return _open(url, heartbeat, read_only)
+    except ImportError as e:
+        driver = make_url(url).get_backend_name()
+        raise ValueError(
+            f"Storage {display_url(url)} needs a {driver} driver (e.g. pip install psycopg2-binary "
+            f"for PostgreSQL): {e}"
+        ) from e
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        raise ValueError(f"Cannot open storage {display_url(url)}: {reason}") from e
+
+
+def _open(url: str, heartbeat: bool, read_only: bool) -> optuna.storages.RDBStorage:
     path = sqlite_path(url)
     storage_class = optuna.storages.RDBStorage
     if path is not None:

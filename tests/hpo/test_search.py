@@ -210,6 +210,8 @@ def test_bad_input_exits_2_with_one_line_and_leaves_the_database_untouched(
         ("sqlite:///{tmp}/notes.txt", "not an SQLite database"),
         ("sqlite:///{tmp}/other.db", "not an Optuna storage"),
         ("not a url", "not a database URL"),
+        # No server listens on port 1; the password never shows.
+        ("postgresql://u:secret@127.0.0.1:1/db", "postgresql://u:***@127.0.0.1:1/db"),
     ],
 )
 def test_a_storage_that_cannot_be_opened_exits_2_and_is_left_as_it_was(
@@ -226,7 +228,7 @@ def test_a_storage_that_cannot_be_opened_exits_2_and_is_left_as_it_was(
 
     assert code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and mentions in err
+    assert err.count("\n") == 1 and mentions in err and "secret" not in err
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 

@@ -14,6 +14,8 @@ import logging
 import os
 import sqlite3
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +57,13 @@ def check_storage(url: str, *, create: bool) -> bool:
         create: Whether a missing SQLite file may be created; otherwise it must exist.
 
     Returns:
-        Whether there is a database to read (a non-empty SQLite file, or any other back end).
+        Whether there is a database to read (a non-empty SQLite file, or a database on a server
+        that holds Optuna's tables).
 
     Raises:
         ValueError: If the URL is malformed, the file is missing (and ``create`` is False), its
-            folder is missing, it is not an SQLite database, or it is a database of something
-            other than Optuna.
+            folder is missing, it is not an SQLite database, the server cannot be reached or its
+            driver is not installed, or it is a database of something other than Optuna.
     """
     try:
         parsed = make_url(url)
@@ -70,7 +73,14 @@ def check_storage(url: str, *, create: bool) -> bool:
     if path is None:
         if parsed.get_backend_name() == "sqlite":
             raise ValueError("An in-memory SQLite storage cannot be shared; use a file.")
-        return True
+        # Looked at, never written: Optuna's storage would create its tables in any database.
+        tables = _server_tables(url)
+        if tables and "studies" not in tables:
+            raise ValueError(
+                f"Storage {display_url(url)} is a database of something else "
+                f"(tables {sorted(tables)[:5]}), not an Optuna storage."
+            )
+        return bool(tables)
     if not path.exists():
         if not create:
             raise ValueError(f"Storage {display_url(url)} does not exist.")
@@ -101,6 +111,16 @@ def check_storage(url: str, *, create: bool) -> bool:
             f"(tables {sorted(tables)[:5]}), not an Optuna storage."
         )
     return bool(tables)
+
+
+def _server_tables(url: str) -> set[str]:
+    """The tables of a database on a server, listed without writing anything."""
+    with _opening(url):
+        engine = sqlalchemy.create_engine(url)
+        try:
+            return set(sqlalchemy.inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
 
 
 class _SQLiteConnect:
@@ -180,13 +200,23 @@ def open_storage(
     Raises:
         ValueError: If the database cannot be reached or its driver is not installed.
     """
-    try:
+    with _opening(url):
         return _open(url, heartbeat, read_only)
+
+
+@contextmanager
+def _opening(url: str) -> Iterator[None]:
+    """Turns a missing driver or a database that cannot be reached into a one-line ValueError."""
+    try:
+        yield
     except ImportError as e:
-        driver = make_url(url).get_backend_name()
+        # Optuna replaces the ImportError by a generic one; the cause names the missing module
+        # (postgresql:// means psycopg2 under SQLAlchemy 2.0 but psycopg 3 from 2.1 on).
+        parsed = make_url(url)
         raise ValueError(
-            f"Storage {display_url(url)} needs a {driver} driver (e.g. pip install psycopg2-binary "
-            f"for PostgreSQL): {e}"
+            f"Storage {display_url(url)} needs the {parsed.get_backend_name()} driver "
+            f"{parsed.get_driver_name()!r} (for PostgreSQL: pip install -e '.[postgresql]'): "
+            f"{e.__cause__ or e}"
         ) from e
     except sqlalchemy.exc.SQLAlchemyError as e:
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
+import signal
 import tempfile
 import threading
 import time
@@ -25,7 +26,6 @@ from pathlib import Path
 import joblib
 import optuna
 from joblib.externals.loky.process_executor import TerminatedWorkerError
-from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import FrozenTrial, TrialState
 from threadpoolctl import threadpool_limits
 
@@ -85,9 +85,50 @@ def _ask_if_wanted(study: optuna.Study, target: int) -> optuna.Trial | None:
     return trial
 
 
+@contextmanager
+def _interrupts_deferred():
+    """Hold Ctrl-C until the block ends, so that no trial is created without its first beat.
+
+    A trial interrupted between ``ask`` and that beat would never be found stale, and would stay
+    RUNNING for ever; after the block, the interrupt goes on as if it had just arrived.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            signal.raise_signal(signal.SIGINT)
+
+
+@contextmanager
+def _heartbeat(storage: optuna.storages.BaseStorage, trial_id: int):
+    """Beat every ``HEARTBEAT_INTERVAL_S`` from a thread while the block runs.
+
+    The first beat was recorded when the trial was asked for, so this thread waits first.
+    """
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_INTERVAL_S):
+            storage.record_heartbeat(trial_id)
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> None:
     """Run one trial as ``study.optimize`` would: heartbeat, objective, tell."""
-    with get_heartbeat_thread(trial._trial_id, study._storage):
+    with _heartbeat(study._storage, trial._trial_id):
         try:
             value = objective(trial)
         except optuna.TrialPruned:
@@ -117,7 +158,7 @@ def work(plan: RunPlan, worker: int) -> None:
         study.pruner = make_pruner(config.pruner, config.epochs)
         objective = Objective(config, split)
         while plan.deadline is None or time.time() < plan.deadline:
-            with _file_lock(plan.lock_path):
+            with _interrupts_deferred(), _file_lock(plan.lock_path):
                 trial = _ask_if_wanted(study, plan.target)
             if trial is None:
                 return

@@ -299,7 +299,8 @@ def run_with_progress(
             n_jobs=jobs,
             timeout=args.timeout,
             data_dir=args.data_dir,
-            on_poll=progress,
+            # Nothing to show with -q: no polling, which would cost a read twice a second.
+            on_poll=progress if args.verbose or not args.quiet else None,
         )
     except KeyboardInterrupt:
         progress.close()

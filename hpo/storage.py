@@ -14,7 +14,7 @@ import logging
 import os
 import sqlite3
 import warnings
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,10 @@ from typing import Any
 import optuna
 import sqlalchemy
 from optuna.storages._rdb.models import TrialIntermediateValueModel
-from sqlalchemy.engine import make_url
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import Connection, make_url
+
+from hpo._sqlite_reads import read_trial, read_trials
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +163,7 @@ _UPSERT_USER_ATTR = (
 
 
 class _SQLiteStorage(optuna.storages.RDBStorage):
-    """``RDBStorage`` whose reports and trial user attrs are written in one SQL statement each."""
+    """``RDBStorage`` with one-statement writes of reports and user attrs, plain-SQL reads."""
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         with self.engine.begin() as con:
@@ -184,6 +187,47 @@ class _SQLiteStorage(optuna.storages.RDBStorage):
         if written != 1:
             # No such trial, or it is not running: Optuna's own path raises the right error.
             super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+
+    # Reads: Optuna's ORM reads trials with 7 queries and an ORM object per row, and its cached
+    # storage re-reads the unfinished trials at every ask, pruning check and tell; the same rows
+    # read with plain SQL cost a fraction of that (hpo/_sqlite_reads.py).
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        with self._reading() as con:
+            trial = read_trial(con, trial_id)
+        if trial is None:
+            # No such trial: Optuna's own path raises the right error.
+            return super().get_trial(trial_id)
+        return trial
+
+    def _get_trials(
+        self,
+        study_id: int,
+        states: Container[TrialState] | None,
+        included_trial_ids: set[int],
+        trial_id_greater_than: int,
+    ) -> list[FrozenTrial]:
+        with self._reading() as con:
+            trials = read_trials(con, study_id, states, included_trial_ids, trial_id_greater_than)
+        if trials is None:
+            # No such study (Optuna raises the right error), or too many ids to bind in SQL.
+            return super()._get_trials(study_id, states, included_trial_ids, trial_id_greater_than)
+        return trials
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A pooled connection in a read transaction that ends when the block does.
+
+        Inside the transaction every read sees one snapshot (WAL mode), so a trial is never
+        half-updated by another worker's commit; ending it (nothing was written: a rollback)
+        before the connection goes back to the pool means the next read starts a new snapshot
+        and sees everything committed since.
+        """
+        with self.engine.connect() as con:
+            con.exec_driver_sql("BEGIN")
+            try:
+                yield con
+            finally:
+                con.rollback()
 
 
 def open_storage(

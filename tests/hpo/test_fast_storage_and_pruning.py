@@ -1,16 +1,27 @@
-"""The SQLite storage's one-statement reports, and pruners asked only where they can decide."""
+"""The SQLite storage's one-statement writes and plain-SQL reads, and pruners asked only where
+they can decide."""
 
 from __future__ import annotations
 
+import datetime
 import math
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
 import pytest
-from optuna.trial import TrialState
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
+import hpo._sqlite_reads
+from hpo import search
 from hpo.pruning import AtSteps, rung_steps
-from hpo.storage import open_storage
+from hpo.storage import _SQLiteStorage, open_storage
+
+from .conftest import copy_db, db_checksum
 
 
 @pytest.fixture
@@ -120,3 +131,211 @@ def test_user_attrs_read_back_and_writes_to_a_finished_trial_are_refused(study):
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         study._storage.set_trial_user_attr(trial._trial_id, "seed", 8)
     assert study.trials[0].user_attrs["seed"] == 7
+
+
+# Plain-SQL reads (hpo/_sqlite_reads.py) against Optuna's own ORM reads of the same file.
+
+DISTRIBUTIONS = {
+    "activation": CategoricalDistribution([None, "relu", 2, 0.5, True]),
+    "n_layers": IntDistribution(1, 10, step=3),
+    "batch_size": IntDistribution(1, 1024, log=True),
+    "lr": FloatDistribution(1e-8, 1e-2, log=True),
+    "dropout_ratio": FloatDistribution(0.0, 1.0, step=0.25),
+    "momentum": FloatDistribution(0.5, 0.99),
+}
+NESTED = {"curve": [0.1, {"a": None, "b": [True, "x", 1e300]}], "": {"empty": {}}, "n": -3}
+
+
+def of(params: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``create_trial`` for these params."""
+    return {"params": params, "distributions": {name: DISTRIBUTIONS[name] for name in params}}
+
+
+def made_trials() -> list[FrozenTrial]:
+    """Hand-made trials of every state, with every kind of param, attr and stored value."""
+    params = {
+        "activation": None, "n_layers": 7, "batch_size": 64, "lr": 3.2e-5,
+        "dropout_ratio": 0.75, "momentum": 0.9,
+    }  # fmt: skip
+    steps = {0: float("nan"), 1: float("inf"), 2: float("-inf"), 3: 0.5, 10: -1e-300}
+    trials = [
+        create_trial(
+            value=0.5, **of(params), user_attrs=NESTED,
+            system_attrs={"fixed_params": {"lr": 1e-3}, "retry": [1, 2]},
+            intermediate_values=steps,
+        ),
+        create_trial(value=float("inf"), **of({"activation": True, "n_layers": 1})),
+        create_trial(value=float("-inf"), **of({"activation": 2, "dropout_ratio": 0.0})),
+        create_trial(state=TrialState.PRUNED, intermediate_values=steps, user_attrs=NESTED),
+        create_trial(state=TrialState.FAIL, user_attrs={"reason": "diverged: loss is nan"}),
+        create_trial(state=TrialState.WAITING, system_attrs={"fixed_params": {"lr": 0.01}}),
+        create_trial(state=TrialState.RUNNING, **of({"lr": 1e-8, "batch_size": 1024})),
+        create_trial(value=0.0, intermediate_values={5: 0.0}),
+    ]  # fmt: skip
+    # Times with no microseconds, and a trial that took no time.
+    trials[-1].datetime_start = trials[-1].datetime_complete = datetime.datetime(2024, 2, 29)
+    return trials
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real study file: a tiny search by ``hpo.search``, plus studies of hand-made trials."""
+    path = tmp_path_factory.mktemp("reads") / "t.db"
+    url = f"sqlite:///{path}"
+    argv = ["--storage", url, "--study", "search", "--trials", "8", "--epochs", "3"]
+    assert search.main([*argv, "--train-size", "100", "-q"]) == 0
+    made = optuna.create_study(storage=url, study_name="made", direction="maximize")
+    made.add_trials(made_trials())
+    made.enqueue_trial({"lr": 1e-4}, user_attrs={"why": ["enqueued", 1]})
+    running = made.ask()  # RUNNING, with a report and an attr written by the hpo storage
+    hpo_made = optuna.load_study(study_name="made", storage=open_storage(url, heartbeat=False))
+    hpo_made._storage.set_trial_intermediate_value(running._trial_id, 1, float("nan"))
+    hpo_made._storage.set_trial_user_attr(running._trial_id, "epochs", 1)
+    two = optuna.create_study(storage=url, study_name="two", directions=["minimize", "maximize"])
+    for values in ([float("-inf"), 1.0], [2.0, float("inf")], [0.0, -0.0]):
+        two.add_trial(create_trial(values=values))
+    two.add_trial(create_trial(state=TrialState.FAIL))
+    optuna.create_study(storage=url, study_name="empty")
+    return path
+
+
+@pytest.fixture(scope="module")
+def optunas(db: Path) -> optuna.storages.RDBStorage:
+    return optuna.storages.RDBStorage(f"sqlite:///{db}")
+
+
+@pytest.fixture(scope="module")
+def ours(db: Path) -> _SQLiteStorage:
+    storage = open_storage(f"sqlite:///{db}", heartbeat=False)
+    assert type(storage) is _SQLiteStorage
+    return storage
+
+
+def exactly(value: Any) -> Any:
+    """A value made comparable exactly: types and signs of zero kept, NaN equal to NaN."""
+    if isinstance(value, dict):
+        return [(exactly(k), exactly(v)) for k, v in value.items()]  # order kept too
+    if isinstance(value, list | tuple):
+        return [exactly(v) for v in value]
+    return f"{type(value).__name__}:{value!r}"
+
+
+def assert_same_trials(got: list[FrozenTrial], expected: list[FrozenTrial]) -> None:
+    assert [t._trial_id for t in got] == [t._trial_id for t in expected]
+    for ours, theirs in zip(got, expected, strict=True):
+        assert type(ours) is FrozenTrial
+        assert vars(ours).keys() == vars(theirs).keys()
+        for name, value in vars(theirs).items():
+            assert exactly(vars(ours)[name]) == exactly(value), (theirs.number, name)
+        # FrozenTrial's own equality, where NaN (unequal to itself, read twice) does not spoil it.
+        if not any(math.isnan(v) for v in [*theirs.intermediate_values.values()]):
+            assert ours == theirs
+
+
+def test_the_files_trials_cover_every_state_and_stored_value(optunas):
+    trials = [t for s in optunas.get_all_studies() for t in optunas.get_all_trials(s._study_id)]
+    assert {t.state for t in trials} == set(TrialState)
+    values = [v for t in trials for v in [*(t.values or []), *t.intermediate_values.values()]]
+    assert {math.inf, -math.inf} <= set(values)
+    assert any(math.isnan(v) for v in values)
+    assert len({type(d) for t in trials for d in t.distributions.values()}) == 3
+
+
+@pytest.mark.parametrize(
+    "states",
+    [None, (TrialState.COMPLETE,), [TrialState.PRUNED, TrialState.FAIL], set(TrialState), ()],
+)
+def test_all_trials_read_as_optuna_reads_them(ours, optunas, states):
+    for study in optunas.get_all_studies():
+        study_id = study._study_id
+        assert_same_trials(
+            ours.get_all_trials(study_id, states=states),
+            optunas.get_all_trials(study_id, states=states),
+        )
+
+
+def test_each_trial_reads_as_optuna_reads_it(ours, optunas):
+    for study in optunas.get_all_studies():
+        for trial in optunas.get_all_trials(study._study_id):
+            assert_same_trials([ours.get_trial(trial._trial_id)], [trial])
+
+
+def test_only_later_trials_and_included_earlier_ones_are_read_as_optuna_reads_them(ours, optunas):
+    study_id = optunas.get_study_id_from_name("made")
+    ids = [t._trial_id for t in optunas.get_all_trials(study_id)]
+    for greater_than in [-1, 0, ids[0], ids[3], ids[-1], ids[-1] + 5]:
+        for included in [set(), {ids[1]}, set(ids[::2]), {ids[-1], 10**9}, set(ids)]:
+            args = (study_id, None, included, greater_than)
+            assert_same_trials(ours._get_trials(*args), optunas._get_trials(*args))
+            states = (TrialState.RUNNING, TrialState.WAITING)
+            args = (study_id, states, included, greater_than)
+            assert_same_trials(ours._get_trials(*args), optunas._get_trials(*args))
+
+
+def test_a_study_loaded_on_the_storage_reads_through_optunas_cache_as_optuna_does(db, optunas):
+    url = f"sqlite:///{db}"
+    for name in ["search", "made", "two", "empty"]:
+        cached = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=False))
+        assert isinstance(cached._storage, optuna.storages._CachedStorage)
+        expected = optuna.load_study(study_name=name, storage=optunas).get_trials()
+        for _ in range(2):  # the second time, finished trials come from the cache
+            assert_same_trials(cached.get_trials(), expected)
+            assert_same_trials([cached._storage.get_trial(t._trial_id) for t in expected], expected)
+
+
+def test_unknown_trials_and_studies_raise_optunas_key_error(ours, optunas):
+    for storage in (ours, optunas):
+        with pytest.raises(KeyError, match="Record does not exist"):
+            storage.get_trial(10**9)
+        with pytest.raises(KeyError, match="Record does not exist"):
+            storage.get_all_trials(10**9)
+        with pytest.raises(KeyError, match="Record does not exist"):
+            storage._get_trials(10**9, None, {1}, 3)
+
+
+def test_too_many_included_ids_to_bind_are_read_by_optunas_own_path(ours, optunas, monkeypatch):
+    study_id = optunas.get_study_id_from_name("made")
+    ids = {t._trial_id for t in optunas.get_all_trials(study_id)}
+    args = (study_id, None, ids, max(ids) - 2)
+    calls = []
+    original = optuna.storages.RDBStorage._get_trials
+
+    def optunas_path(self, *args):
+        calls.append(args)
+        return original(self, *args)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "_get_trials", optunas_path)
+    monkeypatch.setattr(hpo._sqlite_reads, "MAX_INCLUDED_TRIAL_IDS", len(ids) - 3)
+    assert_same_trials(ours._get_trials(*args), original(optunas, *args))
+    assert calls == [args]
+    ours._get_trials(study_id, None, ids, 0)  # all ids filtered out: nothing to bind
+    assert len(calls) == 1
+
+
+def test_reads_leave_no_transaction_open_and_see_every_later_commit(study, tmp_path):
+    storage = study._storage._backend
+    trial = study.ask()
+    assert storage.get_trial(trial._trial_id).user_attrs == {}
+    assert len(storage.get_all_trials(study._study_id)) == 1
+    # A lingering read transaction would pin the write-ahead log: the checkpoint would be busy.
+    with closing(sqlite3.connect(tmp_path / "s.db")) as con:
+        con.execute("PRAGMA user_version = 1")  # a write the reads below must see past
+        assert con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    other = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}")
+    other._storage.set_trial_user_attr(trial._trial_id, "seen", True)
+    other.tell(trial.number, 0.5)
+    assert storage.get_trial(trial._trial_id).user_attrs == {"seen": True}
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE]
+
+
+def test_a_read_only_storage_reads_the_same_trials_and_writes_nothing(db, optunas):
+    copy = db.with_name("read-only.db")
+    copy_db(db, copy)
+    before = db_checksum(copy)
+    storage = open_storage(f"sqlite:///{copy}", read_only=True)
+    for study in optunas.get_all_studies():
+        assert_same_trials(
+            storage.get_all_trials(study._study_id), optunas.get_all_trials(study._study_id)
+        )
+    storage.engine.dispose()
+    assert db_checksum(copy) == before

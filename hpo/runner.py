@@ -106,18 +106,15 @@ def _interrupts_deferred():
 
 
 @contextmanager
-def _heartbeat(storage: optuna.storages.BaseStorage, trial_id: int):
-    """Beat every ``HEARTBEAT_INTERVAL_S`` from a thread while the block runs.
-
-    The first beat was recorded when the trial was asked for, so this thread waits first.
-    """
+def _every(interval: float, action: Callable[[], object]):
+    """Call ``action`` from a thread every ``interval`` seconds while the block runs."""
     stop = threading.Event()
 
-    def beat() -> None:
-        while not stop.wait(HEARTBEAT_INTERVAL_S):
-            storage.record_heartbeat(trial_id)
+    def loop() -> None:
+        while not stop.wait(interval):
+            action()
 
-    thread = threading.Thread(target=beat, daemon=True)
+    thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     try:
         yield
@@ -128,7 +125,8 @@ def _heartbeat(storage: optuna.storages.BaseStorage, trial_id: int):
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> None:
     """Run one trial as ``study.optimize`` would: heartbeat, objective, tell."""
-    with _heartbeat(study._storage, trial._trial_id):
+    # The first beat was recorded when the trial was asked for; the next one is due later.
+    with _every(HEARTBEAT_INTERVAL_S, lambda: study._storage.record_heartbeat(trial._trial_id)):
         try:
             value = objective(trial)
         except optuna.TrialPruned:
@@ -268,19 +266,9 @@ def _poller(study: optuna.Study, on_poll: Callable[[list[FrozenTrial]], None] | 
     if on_poll is None:
         yield
         return
-    stop = threading.Event()
-
-    def poll() -> None:
-        while True:
-            on_poll(study.get_trials(deepcopy=False))
-            if stop.wait(0.5):
-                return
-
-    thread = threading.Thread(target=poll, daemon=True)
-    thread.start()
+    on_poll(study.get_trials(deepcopy=False))
     try:
-        yield
+        with _every(0.5, lambda: on_poll(study.get_trials(deepcopy=False))):
+            yield
     finally:
-        stop.set()
-        thread.join()
         on_poll(study.get_trials(deepcopy=False))

@@ -7,9 +7,12 @@ import argparse
 import logging
 import math
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import optuna
+
+from hpo.storage import DEFAULT_STORAGE
 
 EXIT_BAD_INPUT = 2
 
@@ -41,46 +44,36 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog.removeprefix('python -m ')}: error: {message}\n")
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, but got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, but got {text!r}")
-    return value
+def _number(convert: Callable[[str], Any], rule: str, holds: Callable[[Any], bool]):
+    """An argparse type: ``convert(text)``, which must satisfy ``holds``; else "must be <rule>"."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not holds(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, but got {text!r}")
+        return value
+
+    return parse
 
 
-def jobs(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be -1 or a positive integer, but got {text!r}"
-        ) from None
-    if value == 0 or value < -1:
-        raise argparse.ArgumentTypeError(f"must be -1 (all cores) or >= 1, but got {text!r}")
-    return value
+positive_int = _number(int, "a positive integer", lambda v: v >= 1)
+jobs = _number(int, "-1 (all cores) or a positive integer", lambda v: v == -1 or v >= 1)
+positive_float = _number(float, "a positive number", lambda v: v > 0 and math.isfinite(v))
+rate = _number(float, "a number in (0, 1)", lambda v: 0 < v < 1)
+fraction = _number(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
+trial_number = _number(int, "a trial number >= 0", lambda v: v >= 0)
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, but got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, but got {text!r}")
-    return value
-
-
-def rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), but got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), but got {text!r}")
-    return value
+def add_trial_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--study``, ``--trial`` and ``--storage``: which stored trial a command works on."""
+    parser.add_argument("--study", required=True, help="study name")
+    parser.add_argument(
+        "--trial", type=trial_number, default=None, help="trial number; default: the best trial"
+    )
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna RDB storage URL")
 
 
 def configure_logging(verbosity: int) -> None:

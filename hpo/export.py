@@ -8,7 +8,6 @@ For training code that reads a file rather than importing :func:`hpo.best_params
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -17,20 +16,8 @@ from typing import Any
 
 from hpo import cli
 from hpo.results import StoredTrial, find_trial, load_trial
-from hpo.storage import DEFAULT_STORAGE
 
 FORMATS = ("json", "toml")
-
-
-def trial_number(text: str) -> int:
-    """An argparse type: a trial number, 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a trial number >= 0, but got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a trial number >= 0, but got {text!r}")
-    return value
 
 
 def build_parser() -> cli.Parser:
@@ -38,21 +25,13 @@ def build_parser() -> cli.Parser:
         prog="python -m hpo.export",
         description="Print a trial's parameters, or its full training configuration, to stdout.",
     )
-    p.add_argument("--study", required=True, help="study name")
-    p.add_argument(
-        "--trial", type=trial_number, default=None, help="trial number; default: the best trial"
-    )
-    p.add_argument(
-        "--storage",
-        default=DEFAULT_STORAGE,
-        help=f"Optuna RDB storage URL; default: {DEFAULT_STORAGE}",
-    )
+    cli.add_trial_arguments(p)
     p.add_argument(
         "--full",
         action="store_true",
         help="the full configuration (network, optimizer, trainer, data, seed), not only params",
     )
-    p.add_argument("--format", choices=FORMATS, default="json", help="output format; default: json")
+    p.add_argument("--format", choices=FORMATS, default="json", help="output format")
     return p
 
 

@@ -431,16 +431,6 @@ def load_search_study(storage: optuna.storages.BaseStorage, name: str, url: str)
 # CLI: python -m hpo.narrow, and python -m hpo.search --stages
 
 
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], but got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], but got {text!r}")
-    return value
-
-
 def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
     """The staged-search flags, shared by ``hpo.search`` and ``hpo.narrow``."""
     group = parser.add_argument_group("stages (narrowing the ranges to the best trials)")
@@ -465,7 +455,7 @@ def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
     )
     top.add_argument(
         "--top-fraction",
-        type=fraction,
+        type=cli.fraction,
         default=None,
         metavar="F",
         help=f"... or this share of the finished trials; default: {DEFAULT_TOP_FRACTION}",

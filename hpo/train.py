@@ -29,10 +29,8 @@ from optuna.trial import TrialState
 from threadpoolctl import threadpool_limits
 
 from hpo import cli
-from hpo.export import trial_number
 from hpo.objective import build, load_split
 from hpo.results import StoredTrial, load_trial
-from hpo.storage import DEFAULT_STORAGE
 from models import MultiLayerNet, TrainResult, save_network
 from models.datasets import Split
 
@@ -246,15 +244,7 @@ def build_parser() -> cli.Parser:
             "or --replay a trial and check that its curve is reproduced exactly."
         ),
     )
-    p.add_argument("--study", required=True, help="study name")
-    p.add_argument(
-        "--trial", type=trial_number, default=None, help="trial number; default: the best trial"
-    )
-    p.add_argument(
-        "--storage",
-        default=DEFAULT_STORAGE,
-        help=f"Optuna RDB storage URL; default: {DEFAULT_STORAGE}",
-    )
+    cli.add_trial_arguments(p)
     p.add_argument(
         "--save", default=None, metavar="FILE.npz", help="save the weights and architecture here"
     )

@@ -269,19 +269,20 @@ def start_search(db: Path, *args: str) -> subprocess.Popen:
     )
 
 
-def wait_for_running_trial(db: Path, timeout: float = 60.0) -> None:
+def wait_for_running_trial(db: Path, timeout: float = 60.0, count: int = 1) -> None:
+    """Wait until ``count`` trials are RUNNING at once."""
     # Read-only SQL, so that polling cannot race the search creating its tables.
     query = "SELECT COUNT(*) FROM trials WHERE state = 'RUNNING'"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
-                if con.execute(query).fetchone()[0]:
+                if con.execute(query).fetchone()[0] >= count:
                     return
         except sqlite3.OperationalError:  # no file or no tables yet
             pass
         time.sleep(0.2)
-    raise AssertionError("no trial started")
+    raise AssertionError(f"fewer than {count} trial(s) started")
 
 
 def worker_pids(parent: int) -> list[int]:
@@ -294,7 +295,7 @@ def worker_pids(parent: int) -> list[int]:
 def test_a_killed_workers_trial_is_failed_and_retried_and_the_count_stays_exact(tmp_path):
     db = tmp_path / "s.db"
     proc = start_search(db, "--trials", "6", "--jobs", "2", *SLOW)
-    wait_for_running_trial(db)
+    wait_for_running_trial(db, count=2)  # the worker process has a trial too
     time.sleep(0.3)  # mid-trial
     workers = worker_pids(proc.pid)
     assert workers, "no worker processes found"

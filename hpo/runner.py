@@ -1,10 +1,11 @@
 """Running a study in parallel worker processes, with exactly the requested number of trials.
 
 Each worker is a process with one BLAS thread, its own sampler seed, its own pruner and the data
-loaded once: this process is worker 0, the others are processes of joblib's loky executor. Before starting a trial, a worker takes a file lock, fails
-trials whose worker died (heartbeat), and asks for a trial only while fewer than the target have
-finished or are running; so the run ends with exactly the requested number of finished trials,
-even when a worker is killed and its trial retried.
+loaded once: this process is worker 0, the others are processes of joblib's loky executor. Before
+starting a trial, a worker takes a file lock, fails trials whose worker died (heartbeat), and asks
+for a trial only while fewer than the target have finished or are running; so the run ends with
+exactly the requested number of finished trials, even when a worker is killed and its trial
+retried.
 """
 
 from __future__ import annotations

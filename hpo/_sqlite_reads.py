@@ -24,9 +24,13 @@ from collections.abc import Collection, Container, Iterable
 from typing import Any
 
 from optuna.distributions import json_to_distribution
-from optuna.storages._rdb.models import TrialIntermediateValueModel, TrialValueModel
+from optuna.storages._rdb.models import TrialIntermediateValueModel, TrialModel, TrialValueModel
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import Connection
+
+# Optuna 5 stores trial times as naive UTC and gives them as naive local time; Optuna 4 stored
+# and gave naive local time.
+STORED_AS_UTC = hasattr(TrialModel, "_datetime_start_utc")
 
 # Each statement binds the included trial ids once, and SQLite limits the number of bound
 # variables (999 before SQLite 3.32); above this many, Optuna's own path does the reading.
@@ -164,4 +168,16 @@ def _values(rows: list[tuple]) -> list[float] | None:
 
 def _datetime(stored: str | None) -> datetime.datetime | None:
     # SQLAlchemy keeps an SQLite DATETIME as ISO text, "2024-05-01 12:34:56.789012".
-    return None if stored is None else datetime.datetime.fromisoformat(stored)
+    if stored is None:
+        return None
+    value = datetime.datetime.fromisoformat(stored)
+    if STORED_AS_UTC:
+        value = value.replace(tzinfo=datetime.UTC).astimezone().replace(tzinfo=None)
+    return value
+
+
+def stored_datetime(value: datetime.datetime) -> str:
+    """A naive local time as Optuna's ``TrialModel`` stores it: the inverse of the reading."""
+    if STORED_AS_UTC:
+        value = value.astimezone(datetime.UTC).replace(tzinfo=None)
+    return value.isoformat(" ", "microseconds")

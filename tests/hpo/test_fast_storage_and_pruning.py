@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import math
 import sqlite3
+import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,18 @@ from hpo.pruning import AtSteps, rung_steps
 from hpo.storage import _SQLiteStorage, open_storage
 
 from .conftest import copy_db, db_checksum
+
+
+@pytest.fixture(scope="module", autouse=True)
+def away_from_utc():
+    """Every test here runs in a time zone with an offset and summer time: Optuna 5 stores trial
+    times in UTC and gives them in local time, and the plain-SQL path must do the same."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TZ", "EST5EDT,M3.2.0,M11.1.0")  # POSIX rule: no time zone files needed
+        time.tzset()
+        assert time.localtime(0).tm_hour == 19  # 1970-01-01 00:00 UTC, in New York
+        yield
+    time.tzset()
 
 
 @pytest.fixture

@@ -9,22 +9,22 @@ generous busy timeout makes a writer wait its turn instead of failing with "data
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
 import warnings
-from collections.abc import Container, Iterator
+from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.storages._rdb.models import TrialIntermediateValueModel
+from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import Connection, make_url
 
+from hpo import _sqlite_writes as writes
 from hpo._sqlite_reads import read_trial, read_trials
 
 logger = logging.getLogger(__name__)
@@ -142,59 +142,83 @@ class _SQLiteConnect:
         return con
 
 
-# One statement per ``trial.report`` and per trial user attr: Optuna's ORM path (load the trial,
-# check its state, look up the row, insert, commit) costs 0.7-1.5 ms a call here, and the 50
-# reports of a trial alone came to over 10% of its time. Only a running trial is written to.
-_UPSERT_INTERMEDIATE_VALUE = (
-    "INSERT INTO trial_intermediate_values"
-    " (trial_id, step, intermediate_value, intermediate_value_type)"
-    " SELECT ?, ?, ?, ? WHERE EXISTS"
-    " (SELECT 1 FROM trials WHERE trial_id = ? AND state = 'RUNNING')"
-    " ON CONFLICT (trial_id, step) DO UPDATE SET"
-    " intermediate_value = excluded.intermediate_value,"
-    " intermediate_value_type = excluded.intermediate_value_type"
-)
-_UPSERT_USER_ATTR = (
-    "INSERT INTO trial_user_attributes (trial_id, key, value_json)"
-    " SELECT ?, ?, ? WHERE EXISTS"
-    " (SELECT 1 FROM trials WHERE trial_id = ? AND state = 'RUNNING')"
-    " ON CONFLICT (trial_id, key) DO UPDATE SET value_json = excluded.value_json"
-)
-
-
 class _SQLiteStorage(optuna.storages.RDBStorage):
-    """``RDBStorage`` with one-statement writes of reports and user attrs, plain-SQL reads."""
+    """``RDBStorage`` with plain-SQL trial writes and reads: see ``hpo/_sqlite_writes.py`` and
+    ``hpo/_sqlite_reads.py``. Where those decline (a trial that is not running, an unknown id),
+    Optuna's own path acts and raises the right error."""
 
-    def _write(self, statement: str, parameters: tuple) -> int:
-        """Run one statement in its own transaction on a pooled sqlite3 connection; the rows
-        written. The DB-API connection directly: SQLAlchemy's Connection and transaction
-        objects cost twice the statement itself here."""
-        con = self.engine.raw_connection()
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """A pooled sqlite3 connection. The DB-API connection directly: SQLAlchemy's Connection
+        and transaction objects cost twice a one-statement write here."""
+        pooled = self.engine.raw_connection()
         try:
-            written = con.cursor().execute(statement, parameters).rowcount
-            con.commit()
+            yield pooled.dbapi_connection
         finally:
-            con.close()  # back to the pool
-        return written
-
-    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        written = self._write(_UPSERT_USER_ATTR, (trial_id, key, json.dumps(value), trial_id))
-        if written != 1:
-            # No such trial, or it is not running: Optuna's own path raises the right error.
-            super().set_trial_user_attr(trial_id, key, value)
+            pooled.close()  # back to the pool
 
     def set_trial_intermediate_value(
         self, trial_id: int, step: int, intermediate_value: float
     ) -> None:
-        stored, kind = TrialIntermediateValueModel.intermediate_value_to_stored_repr(
-            intermediate_value
-        )
-        written = self._write(
-            _UPSERT_INTERMEDIATE_VALUE, (trial_id, step, stored, kind.name, trial_id)
-        )
-        if written != 1:
-            # No such trial, or it is not running: Optuna's own path raises the right error.
+        with self._writing() as con:
+            done = writes.set_intermediate_value(con, trial_id, step, intermediate_value)
+        if not done:
             super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        with self._writing() as con:
+            done = writes.set_attr(con, "user", trial_id, key, value)
+        if not done:
+            super().set_trial_user_attr(trial_id, key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        with self._writing() as con:
+            done = writes.set_attr(con, "system", trial_id, key, value)
+        if not done:
+            super().set_trial_system_attr(trial_id, key, value)
+
+    def _create_new_trial(
+        self, study_id: int, template_trial: FrozenTrial | None = None
+    ) -> FrozenTrial:
+        if template_trial is None:
+            with self._writing() as con:
+                trial = writes.create_trial(con, study_id)
+            if trial is not None:
+                return trial
+        return super()._create_new_trial(study_id, template_trial)
+
+    def _set_trial_param(
+        self,
+        trial_id: int,
+        param_name: str,
+        param_value_internal: float,
+        distribution: BaseDistribution,
+        previous_distribution: BaseDistribution | None,
+    ) -> None:
+        args = (trial_id, param_name, param_value_internal, distribution, previous_distribution)
+        with self._writing() as con:
+            done = writes.set_param(con, *args)
+        if not done:
+            super()._set_trial_param(*args)
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        if state.is_finished():
+            with self._writing() as con:
+                if writes.finish_trial(con, trial_id, state, values):
+                    return True
+        return super().set_trial_state_values(trial_id, state, values)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        with self._writing() as con:
+            writes.record_heartbeat(con, trial_id)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        assert self.heartbeat_interval is not None
+        grace = self.grace_period or 2 * self.heartbeat_interval  # Optuna's default
+        with self._writing() as con:
+            return writes.stale_trial_ids(con, study_id, grace)
 
     # Reads: Optuna's ORM reads trials with 7 queries and an ORM object per row, and its cached
     # storage re-reads the unfinished trials at every ask, pruning check and tell; the same rows

@@ -7,6 +7,7 @@ import datetime
 import math
 import sqlite3
 import time
+import warnings
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -352,3 +353,126 @@ def test_a_read_only_storage_reads_the_same_trials_and_writes_nothing(db, optuna
         )
     storage.engine.dispose()
     assert db_checksum(copy) == before
+
+
+# Plain-SQL writes (hpo/_sqlite_writes.py) against Optuna's own ORM writes: the same operations
+# on two new files, then the files compared table by table.
+
+
+def writes(storage: optuna.storages.RDBStorage) -> list[Any]:
+    """Every kind of trial write, through a study as users make them and through the storage
+    directly; the outcome of each call (its result, or the type of error it raised)."""
+    outcomes: list[Any] = []
+
+    def outcome(call, *args, **kwargs) -> None:
+        try:
+            outcomes.append(exactly(call(*args, **kwargs)))
+        except Exception as e:  # the type of error is the outcome compared
+            outcomes.append(type(e).__name__)
+
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    study = optuna.create_study(storage=storage, study_name="s", sampler=sampler)
+    for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE):
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-6, 1e-2, log=True)
+        trial.suggest_int("layers", 1, 5)
+        trial.suggest_categorical("optimizer", ["sgd", "adam", None])
+        trial.suggest_float("lr", 1e-6, 1e-2, log=True)  # suggested again: the same value
+        for step, value in enumerate([0.1, float("nan"), float("inf"), 0.4]):
+            trial.report(value, step)
+        trial.report(0.5, 0)  # a step reported again
+        trial.set_user_attr("curve", [0.1, {"a": None}])
+        study._storage.set_trial_system_attr(trial._trial_id, "tpe:relative_params:0", 1.5)
+        value = {0: 0.5, 3: float("inf")}.get(trial.number)
+        study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+    finished = trial._trial_id
+    outcome(storage.set_trial_param, finished, "lr", 0.1, FloatDistribution(1e-6, 1e-2, log=True))
+    outcome(storage.set_trial_system_attr, finished, "k", 1)
+    outcome(storage.set_trial_state_values, finished, TrialState.COMPLETE, [1.0])
+    outcome(storage.set_trial_intermediate_value, finished, 9, 0.9)
+
+    running = study.ask()
+    outcome(running.suggest_float, "lr", 0.0, 1.0)  # not the study's distribution of lr
+    outcome(storage.set_trial_param, running._trial_id, "lr", 1e-4, DISTRIBUTIONS["lr"])
+    outcome(storage.set_trial_state_values, running._trial_id, TrialState.RUNNING)
+    outcome(storage.create_new_trial, 10**9)
+    outcome(storage.set_trial_param, 10**9, "x", 1.0, DISTRIBUTIONS["momentum"])
+    outcome(storage.set_trial_state_values, 10**9, TrialState.COMPLETE, [1.0])
+    study.tell(running, -float("inf"))
+
+    study.enqueue_trial({"lr": 1e-3}, user_attrs={"why": "enqueued"})  # WAITING, then RUNNING
+    queued = study.ask()
+    outcome(queued.suggest_float, "lr", 1e-6, 1e-2, log=True)
+    study.tell(queued, 0.25)
+    study.add_trial(create_trial(value=0.75, **of({"lr": 1e-5, "n_layers": 4})))  # a template
+
+    two = optuna.create_study(storage=storage, study_name="two", directions=["minimize"] * 2)
+    trial = two.ask()
+    two.tell(trial, [float("-inf"), 2.0])
+
+    beating = study.ask()
+    storage.record_heartbeat(beating._trial_id)
+    storage.record_heartbeat(beating._trial_id)
+    storage.record_heartbeat(finished)
+    outcome(storage._get_stale_trial_ids, study._study_id)
+    with storage.engine.begin() as con:  # the running trial's worker died a minute ago
+        con.exec_driver_sql(
+            "UPDATE trial_heartbeats SET heartbeat = datetime('now', '-60 seconds')"
+            " WHERE trial_id = ?",
+            (beating._trial_id,),
+        )
+    outcome(storage._get_stale_trial_ids, study._study_id)
+    return outcomes
+
+
+def table_rows(path: Path) -> dict[str, list[tuple]]:
+    """Every row of every table; times as the datetimes they parse to, to the second."""
+    times = {"datetime_start", "datetime_complete", "heartbeat"}
+    rows = {}
+    with closing(sqlite3.connect(path)) as con:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            cursor = con.execute(f"SELECT * FROM {table} ORDER BY rowid")
+            names = [d[0] for d in cursor.description]
+            rows[table] = [
+                tuple(
+                    datetime.datetime.fromisoformat(v).replace(microsecond=0)
+                    if name in times and v is not None
+                    else v
+                    for name, v in zip(names, row, strict=True)
+                )
+                for row in cursor
+            ]
+    return rows
+
+
+def test_writes_leave_the_same_rows_and_outcomes_as_optunas_writes(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # heartbeats outside optimize(), experimental APIs
+        theirs = optuna.storages.RDBStorage(
+            f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_interval=2, grace_period=6
+        )
+        ours = open_storage(f"sqlite:///{tmp_path / 'hpo.db'}")
+        assert type(ours) is _SQLiteStorage
+        expected, got = writes(theirs), writes(ours)
+
+    assert got == expected
+    assert "ValueError" in got and "UpdateFinishedTrialError" in got and "KeyError" in got
+    assert got[-2:] == [exactly([]), exactly([max(t._trial_id for t in ours.get_all_trials(1))])]
+    ours_rows, their_rows = table_rows(tmp_path / "hpo.db"), table_rows(tmp_path / "optuna.db")
+    assert ours_rows.keys() == their_rows.keys()
+    for table, rows in their_rows.items():
+        if table == "trials":  # times taken a moment apart: equal to within a few seconds
+            for a, b in zip(ours_rows[table], rows, strict=True):
+                assert a[:4] == b[:4]
+                for x, y in zip(a[4:], b[4:], strict=True):
+                    assert (x is None) == (y is None)
+                    assert x is None or abs(x - y) < datetime.timedelta(seconds=5)
+        elif table == "trial_heartbeats":
+            assert [r[:2] for r in ours_rows[table]] == [r[:2] for r in rows]
+        else:
+            assert ours_rows[table] == rows, table
+    # Read back by Optuna, our times are now, in local time.
+    now = datetime.datetime.now()
+    for trial in theirs.__class__(f"sqlite:///{tmp_path / 'hpo.db'}").get_all_trials(1):
+        assert abs(trial.datetime_start - now) < datetime.timedelta(minutes=1)

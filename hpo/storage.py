@@ -148,7 +148,7 @@ class _SQLiteStorage(optuna.storages.RDBStorage):
     Optuna's own path acts and raises the right error."""
 
     @contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
+    def _sqlite3(self) -> Iterator[sqlite3.Connection]:
         """A pooled sqlite3 connection. The DB-API connection directly: SQLAlchemy's Connection
         and transaction objects cost twice a one-statement write here."""
         pooled = self.engine.raw_connection()
@@ -160,19 +160,19 @@ class _SQLiteStorage(optuna.storages.RDBStorage):
     def set_trial_intermediate_value(
         self, trial_id: int, step: int, intermediate_value: float
     ) -> None:
-        with self._writing() as con:
+        with self._sqlite3() as con:
             done = writes.set_intermediate_value(con, trial_id, step, intermediate_value)
         if not done:
             super().set_trial_intermediate_value(trial_id, step, intermediate_value)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        with self._writing() as con:
+        with self._sqlite3() as con:
             done = writes.set_attr(con, "user", trial_id, key, value)
         if not done:
             super().set_trial_user_attr(trial_id, key, value)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        with self._writing() as con:
+        with self._sqlite3() as con:
             done = writes.set_attr(con, "system", trial_id, key, value)
         if not done:
             super().set_trial_system_attr(trial_id, key, value)
@@ -181,7 +181,7 @@ class _SQLiteStorage(optuna.storages.RDBStorage):
         self, study_id: int, template_trial: FrozenTrial | None = None
     ) -> FrozenTrial:
         if template_trial is None:
-            with self._writing() as con:
+            with self._sqlite3() as con:
                 trial = writes.create_trial(con, study_id)
             if trial is not None:
                 return trial
@@ -196,7 +196,7 @@ class _SQLiteStorage(optuna.storages.RDBStorage):
         previous_distribution: BaseDistribution | None,
     ) -> None:
         args = (trial_id, param_name, param_value_internal, distribution, previous_distribution)
-        with self._writing() as con:
+        with self._sqlite3() as con:
             done = writes.set_param(con, *args)
         if not done:
             super()._set_trial_param(*args)
@@ -205,19 +205,19 @@ class _SQLiteStorage(optuna.storages.RDBStorage):
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
         if state.is_finished():
-            with self._writing() as con:
+            with self._sqlite3() as con:
                 if writes.finish_trial(con, trial_id, state, values):
                     return True
         return super().set_trial_state_values(trial_id, state, values)
 
     def record_heartbeat(self, trial_id: int) -> None:
-        with self._writing() as con:
+        with self._sqlite3() as con:
             writes.record_heartbeat(con, trial_id)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         assert self.heartbeat_interval is not None
-        grace = self.grace_period or 2 * self.heartbeat_interval  # Optuna's default
-        with self._writing() as con:
+        grace = 2 * self.heartbeat_interval if self.grace_period is None else self.grace_period
+        with self._sqlite3() as con:
             return writes.stale_trial_ids(con, study_id, grace)
 
     # Reads: Optuna's ORM reads trials with 7 queries and an ORM object per row, and its cached

@@ -10,6 +10,8 @@ retried.
 
 from __future__ import annotations
 
+import concurrent.futures
+import copy
 import fcntl
 import hashlib
 import logging
@@ -17,9 +19,10 @@ import signal
 import tempfile
 import threading
 import time
+import uuid
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,7 @@ from hpo.study import make_pruner, make_sampler
 logger = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+RUN_ATTR = "hpo:run"
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class RunPlan:
     deadline: float | None  # time.time() after which no trial starts
     data_dir: str | None
     lock_path: str
+    run_id: str  # tags the trials this run's workers ask for (system attr RUN_ATTR)
 
 
 def count_states(study: optuna.Study) -> Counter:
@@ -67,7 +72,7 @@ def _file_lock(path: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _ask_if_wanted(study: optuna.Study, target: int) -> optuna.Trial | None:
+def _ask_if_wanted(study: optuna.Study, plan: RunPlan) -> optuna.Trial | None:
     """A new (or queued) trial, unless finished plus running trials already reach the target."""
     with warnings.catch_warnings():
         # fail_stale_trials is experimental, and ask() warns that heartbeats are meant for
@@ -77,9 +82,10 @@ def _ask_if_wanted(study: optuna.Study, target: int) -> optuna.Trial | None:
         optuna.storages.fail_stale_trials(study)
         counts = count_states(study)
         started = sum(counts[s] for s in (*FINISHED, TrialState.RUNNING))
-        if started >= target:
+        if started >= plan.target:
             return None
         trial = study.ask()
+    study._storage.set_trial_system_attr(trial._trial_id, RUN_ATTR, plan.run_id)
     # Beat at once: a trial that never beat is never found stale, so a worker killed before its
     # heartbeat thread's first beat would leave the trial RUNNING for ever.
     study._storage.record_heartbeat(trial._trial_id)
@@ -87,23 +93,22 @@ def _ask_if_wanted(study: optuna.Study, target: int) -> optuna.Trial | None:
 
 
 @contextmanager
-def _interrupts_deferred():
-    """Hold Ctrl-C until the block ends, so that no trial is created without its first beat.
+def _interrupts_held() -> Iterator[list[int]]:
+    """Hold Ctrl-C while the block runs; the list it gives holds the signals that arrived.
 
-    A trial interrupted between ``ask`` and that beat would never be found stale, and would stay
-    RUNNING for ever; after the block, the interrupt goes on as if it had just arrived.
+    A trial interrupted between ``ask`` and its first beat would never be found stale, and would
+    stay RUNNING for ever; so the caller asks under this, and fails the trial it got if the list
+    is not empty.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
     previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
     try:
-        yield
+        yield received
     finally:
         signal.signal(signal.SIGINT, previous)
-        if received:
-            signal.raise_signal(signal.SIGINT)
 
 
 @contextmanager
@@ -126,18 +131,21 @@ def _every(interval: float, action: Callable[[], object]):
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> None:
     """Run one trial as ``study.optimize`` would: heartbeat, objective, tell."""
-    # The first beat was recorded when the trial was asked for; the next one is due later.
-    with _every(HEARTBEAT_INTERVAL_S, lambda: study._storage.record_heartbeat(trial._trial_id)):
-        try:
-            value = objective(trial)
-        except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
-            return
-        except BaseException:
-            # Interrupted or broken: never leave the trial RUNNING.
-            study.tell(trial, state=TrialState.FAIL)
-            raise
-    study.tell(trial, value)
+    state, value = TrialState.FAIL, None  # unless the objective ends normally or prunes
+    try:
+        # The first beat was recorded when the trial was asked for; the next one is due later.
+        with _every(HEARTBEAT_INTERVAL_S, lambda: study._storage.record_heartbeat(trial._trial_id)):
+            result = objective(trial)
+        state, value = TrialState.COMPLETE, result
+    except optuna.TrialPruned:
+        state = TrialState.PRUNED
+    finally:
+        # Interrupted, broken or done, the trial never stays RUNNING: not even when Ctrl-C
+        # comes while it is being told.
+        with _interrupts_held() as interrupted:
+            study.tell(trial, value, state=state)
+        if interrupted:
+            raise KeyboardInterrupt
 
 
 def work(plan: RunPlan, worker: int) -> None:
@@ -157,8 +165,12 @@ def work(plan: RunPlan, worker: int) -> None:
         study.pruner = make_pruner(config.pruner, config.epochs)
         objective = Objective(config, split)
         while plan.deadline is None or time.time() < plan.deadline:
-            with _interrupts_deferred(), _file_lock(plan.lock_path):
-                trial = _ask_if_wanted(study, plan.target)
+            with _interrupts_held() as interrupted, _file_lock(plan.lock_path):
+                trial = _ask_if_wanted(study, plan)
+            if interrupted:
+                if trial is not None:
+                    study.tell(trial, state=TrialState.FAIL)
+                raise KeyboardInterrupt
             if trial is None:
                 return
             _run_trial(study, trial, objective)
@@ -204,12 +216,13 @@ def run_study(
         deadline=None if timeout is None else time.time() + timeout,
         data_dir=data_dir,
         lock_path=lock_path(storage_url, study.study_name),
+        run_id=uuid.uuid4().hex,
     )
     with _poller(study, on_poll):
         try:
             _run_rounds(study, plan, n_jobs)
         except KeyboardInterrupt:
-            _fail_abandoned(study)
+            _end_orphans(study, plan.run_id, retry=False)
             raise
 
 
@@ -221,7 +234,8 @@ def _run_rounds(study: optuna.Study, plan: RunPlan, n_jobs: int) -> None:
         try:
             _launch(plan, n_jobs)
         except TerminatedWorkerError:
-            logger.warning("A worker process died; its trial will be failed and retried.")
+            logger.warning("A worker process died; its trial is failed and retried.")
+        _end_orphans(study, plan.run_id, retry=True)
         counts = count_states(study)
         finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
         if finished >= plan.target or (plan.deadline is not None and time.time() >= plan.deadline):
@@ -234,22 +248,29 @@ def _run_rounds(study: optuna.Study, plan: RunPlan, n_jobs: int) -> None:
                 f"{counts[TrialState.RUNNING]} trial(s) still RUNNING."
             )
         if counts[TrialState.RUNNING]:
-            # Trials of dead workers: wait until their heartbeat is stale; workers fail them.
+            # Trials of another run's workers, which may have died: their heartbeats go stale
+            # within the grace period, and the next round's workers fail and retry them.
             time.sleep(GRACE_PERIOD_S + HEARTBEAT_INTERVAL_S)
 
 
-def _fail_abandoned(study: optuna.Study) -> None:
-    """After an interrupt, fail (and queue for retry) the trials the killed workers held.
+def _end_orphans(study: optuna.Study, run_id: str, *, retry: bool) -> None:
+    """Fail the trials this run's workers left RUNNING, once all of those workers are gone.
 
-    Workers that saw the interrupt already failed their trials; one that was killed first left
-    its trial RUNNING, and its heartbeat goes stale within the grace period.
+    A worker killed mid-trial (or stopped by an interrupt before it could tell) leaves its trial
+    RUNNING. Its heartbeat would go stale within the grace period; the run knows sooner. With
+    ``retry``, each is queued again as a stale trial is (``RetryHeartbeatStaleTrialCallback``).
     """
-    deadline = time.monotonic() + GRACE_PERIOD_S + 2 * HEARTBEAT_INTERVAL_S
-    while count_states(study)[TrialState.RUNNING] and time.monotonic() < deadline:
-        time.sleep(0.5)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+    storage = study._storage
+    retried = storage.get_heartbeat_stale_trial_callback() if retry else None
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.system_attrs.get(RUN_ATTR) != run_id:
+            continue  # another run's
+        try:
+            failed = storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            failed = False  # found stale and failed by another worker meanwhile
+        if failed and retried is not None:
+            retried(study, copy.deepcopy(storage.get_trial(trial._trial_id)))
 
 
 def _launch(plan: RunPlan, n_jobs: int) -> None:
@@ -268,9 +289,13 @@ def _launch(plan: RunPlan, n_jobs: int) -> None:
         work(plan, 0)
         for future in others:
             future.result()  # waits, and raises what the worker raised
+    except BaseException:
+        # Ctrl-C in a terminal reaches every worker: let them fail their own trials first.
+        concurrent.futures.wait(others, timeout=HEARTBEAT_INTERVAL_S)
+        raise
     finally:
-        # Idle or interrupted, the workers go with the run (waiting for idle ones to exit on
-        # their own takes a fifth of a second).
+        # Idle or stopped, the workers go with the run (waiting for idle ones to exit on their
+        # own takes a fifth of a second). A trial left RUNNING goes stale and is failed.
         executor.shutdown(wait=True, kill_workers=True)
 
 

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from hpo import search
 from hpo.cli import best_lines, trial_line
 from hpo.config import SearchConfig
-from hpo.runner import run_study
-from hpo.storage import open_storage
+from hpo.runner import RUN_ATTR, _end_orphans, run_study
+from hpo.storage import GRACE_PERIOD_S, open_storage
 from hpo.study import create_study
 
 TINY = ["--train-size", "100", "--epochs", "3", "--hidden", "20", "20"]
@@ -259,7 +260,7 @@ def test_the_books_lines_show_val_acc_and_params():
 
 # End to end, as a user runs it: a separate process, killed or interrupted mid-trial.
 
-SLOW = ["--train-size", "300", "--epochs", "25", "--pruner", "none", "--sampler", "random"]
+SLOW = ["--train-size", "300", "--epochs", "60", "--pruner", "none", "--sampler", "random"]
 
 
 def start_search(db: Path, *args: str) -> subprocess.Popen:
@@ -295,8 +296,7 @@ def worker_pids(parent: int) -> list[int]:
 def test_a_killed_workers_trial_is_failed_and_retried_and_the_count_stays_exact(tmp_path):
     db = tmp_path / "s.db"
     proc = start_search(db, "--trials", "6", "--jobs", "2", *SLOW)
-    wait_for_running_trial(db, count=2)  # the worker process has a trial too
-    time.sleep(0.3)  # mid-trial
+    wait_for_running_trial(db, count=2)  # the worker process has a trial too: kill it mid-trial
     workers = worker_pids(proc.pid)
     assert workers, "no worker processes found"
 
@@ -313,20 +313,24 @@ def test_a_killed_workers_trial_is_failed_and_retried_and_the_count_stays_exact(
     assert retried and all(t.state.is_finished() for t in retried)
 
 
-def test_ctrl_c_stops_the_workers_fails_their_trials_and_a_rerun_resumes(tmp_path):
+@pytest.mark.parametrize("to", ["group", "command"])
+def test_ctrl_c_stops_the_workers_fails_their_trials_and_a_rerun_resumes(tmp_path, to):
+    # Ctrl-C in a terminal signals the whole process group; `kill -INT` the command alone.
     db = tmp_path / "s.db"
     proc = start_search(db, "--trials", "20", "--jobs", "2", *SLOW)
-    wait_for_running_trial(db)
+    wait_for_running_trial(db, count=2)
 
-    os.killpg(proc.pid, signal.SIGINT)
+    (os.killpg if to == "group" else os.kill)(proc.pid, signal.SIGINT)
     start = time.monotonic()
     _, err = proc.communicate(timeout=60)
 
     assert proc.returncode == 130
-    assert time.monotonic() - start < 15
+    # Sooner than a heartbeat goes stale: the run fails its own workers' trials itself.
+    assert time.monotonic() - start < GRACE_PERIOD_S
     assert "resume" in err
     counts = states(load(db))
-    assert counts[TrialState.RUNNING] == 0
+    assert counts[TrialState.RUNNING] == counts[TrialState.WAITING] == 0
+    assert counts[TrialState.FAIL] >= 1
     finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
     assert finished < 20
 
@@ -336,3 +340,23 @@ def test_ctrl_c_stops_the_workers_fails_their_trials_and_a_rerun_resumes(tmp_pat
     counts = states(load(db))
     assert counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] == finished + 2
     assert counts[TrialState.RUNNING] == counts[TrialState.WAITING] == 0
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask() outside optimize
+def test_a_runs_orphaned_trials_are_failed_and_retried_and_other_runs_trials_left_alone(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(storage=storage, study_name="s")
+    ours, theirs = study.ask({"lr": FloatDistribution(1e-6, 1e-2, log=True)}), study.ask()
+    for trial, run_id in ((ours, "ours"), (theirs, "theirs")):
+        storage.set_trial_system_attr(trial._trial_id, RUN_ATTR, run_id)
+
+    _end_orphans(study, "ours", retry=True)
+
+    by_number = {t.number: t for t in study.get_trials()}
+    assert by_number[ours.number].state == TrialState.FAIL
+    assert by_number[theirs.number].state == TrialState.RUNNING
+    (retry,) = [t for t in by_number.values() if t.state == TrialState.WAITING]
+    assert retry.params == ours.params and retry.system_attrs["failed_trial"] == ours.number
+
+    _end_orphans(study, "theirs", retry=False)
+    assert states(study) == Counter({TrialState.FAIL: 2, TrialState.WAITING: 1})

@@ -96,9 +96,9 @@ def _ask_if_wanted(study: optuna.Study, plan: RunPlan) -> optuna.Trial | None:
 def _interrupts_held() -> Iterator[list[int]]:
     """Hold Ctrl-C while the block runs; the list it gives holds the signals that arrived.
 
-    A trial interrupted between ``ask`` and its first beat would never be found stale, and would
-    stay RUNNING for ever; so the caller asks under this, and fails the trial it got if the list
-    is not empty.
+    For the steps that must not be cut in two: creating a trial (with its run tag and first
+    beat) and telling its end. The caller fails the trial, or finishes telling, and then raises
+    ``KeyboardInterrupt`` if the list is not empty.
     """
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
@@ -295,7 +295,7 @@ def _launch(plan: RunPlan, n_jobs: int) -> None:
         raise
     finally:
         # Idle or stopped, the workers go with the run (waiting for idle ones to exit on their
-        # own takes a fifth of a second). A trial left RUNNING goes stale and is failed.
+        # own takes a fifth of a second); the caller fails the trials a stopped one held.
         executor.shutdown(wait=True, kill_workers=True)
 
 

@@ -273,6 +273,22 @@ def _end_orphans(study: optuna.Study, run_id: str, *, retry: bool) -> None:
             retried(study, copy.deepcopy(storage.get_trial(trial._trial_id)))
 
 
+def start_workers(n_jobs: int) -> None:
+    """Start the worker processes of a coming run now, while this process prepares the run.
+
+    A worker takes about a second to start (interpreter, imports, connection). Started here, it
+    is ready about when this process starts its first trial; ``run_study`` then uses it.
+    """
+    if n_jobs > 1:
+        executor = get_reusable_executor(max_workers=n_jobs - 1)
+        for _ in range(n_jobs - 1):
+            executor.submit(_get_ready)
+
+
+def _get_ready() -> None:
+    """Nothing: a worker given this imports this module, and with it all that trials need."""
+
+
 def _launch(plan: RunPlan, n_jobs: int) -> None:
     """Run ``n_jobs`` workers: this process is worker 0, the others are loky processes.
 
@@ -283,6 +299,7 @@ def _launch(plan: RunPlan, n_jobs: int) -> None:
         work(plan, 0)
         return
     # joblib.Parallel would run a single task in this process; loky's executor always spawns.
+    # The same executor as start_workers', if it was called.
     executor = get_reusable_executor(max_workers=n_jobs - 1)
     others = [executor.submit(work, plan, i) for i in range(1, n_jobs)]
     try:

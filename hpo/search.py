@@ -9,6 +9,7 @@ Examples::
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import os
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from hpo import cli
 from hpo.config import SearchConfig
-from hpo.runner import FINISHED, run_study
+from hpo.runner import FINISHED, run_study, start_workers
 from hpo.space import Param, load_space, space_from_dict, space_to_dict
 from hpo.storage import DEFAULT_STORAGE, check_storage, display_url, ensure_parent, open_storage
 from hpo.study import PRUNERS, SAMPLERS, create_study, make_pruner, make_sampler, stored_config
@@ -263,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hpo.search: error: {e}", file=sys.stderr)
         return cli.EXIT_BAD_INPUT
 
+    start_workers(n_workers(args))
     ensure_parent(url)
     storage = open_storage(url)
     if exists:
@@ -273,12 +275,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if run_with_progress(study, config, url, args.trials, args) else 130
 
 
+def n_workers(args: argparse.Namespace) -> int:
+    """Worker processes for ``--jobs``: -1 is one per core."""
+    return (os.cpu_count() or 1) if args.jobs == -1 else args.jobs
+
+
 def run_with_progress(
     study: optuna.Study, config: SearchConfig, url: str, n_trials: int, args
 ) -> bool:
     """Add ``n_trials`` finished trials to ``study`` with a progress bar; False if interrupted."""
     trials = study.get_trials(deepcopy=False)
-    jobs = (os.cpu_count() or 1) if args.jobs == -1 else args.jobs
+    jobs = n_workers(args)
     logger.info(
         "Study %r: %d trials stored; adding %d with %d worker(s), %s sampler, %s pruner.",
         study.study_name,

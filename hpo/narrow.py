@@ -45,7 +45,7 @@ from hpo.config import SearchConfig
 from hpo.results import load_study, open_readonly
 from hpo.runner import FINISHED
 from hpo.space import Param, space_from_dict, space_to_dict
-from hpo.storage import display_url, ensure_parent, open_storage
+from hpo.storage import display_url, ensure_parent, opened_storage
 from hpo.study import create_study, make_sampler, stored_config
 
 logger = logging.getLogger(__name__)
@@ -605,13 +605,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             search.validate(plan.config, args)
     except ValueError as e:
         return _error(prog, str(e))
-    return _stages(plan, names[1:], url, args)
-
-
-def _stages(plan: _Plan, later: list[str], url: str, args) -> int:
-    """Create and run ``plan``'s stage, then narrow and run one stage per name in ``later``."""
     ensure_parent(url)
-    storage = open_storage(url)
+    with opened_storage(url) as storage:
+        return _stages(storage, plan, names[1:], url, args)
+
+
+def _stages(
+    storage: optuna.storages.BaseStorage, plan: _Plan, later: list[str], url: str, args
+) -> int:
+    """Create and run ``plan``'s stage, then narrow and run one stage per name in ``later``."""
     while True:
         _print_plan(plan)
         study = create_stage(storage, plan.name, plan.config, plan.narrowing, plan.seeds)
@@ -664,7 +666,15 @@ def run_stages(args: argparse.Namespace) -> int:
         return _error("hpo.search", str(e))
 
     ensure_parent(url)
-    storage = open_storage(url)
+    with opened_storage(url) as storage:
+        return _run_stages(storage, names, config, args)
+
+
+def _run_stages(
+    storage: optuna.storages.BaseStorage, names: list[str], config: SearchConfig, args
+) -> int:
+    """``run_stages`` once its arguments are checked: each stage in turn, then the best of all."""
+    url = args.storage
     existing = {s.study_name for s in storage.get_all_studies()}
     best: list[tuple[FrozenTrial, str]] = []
     study: optuna.Study | None = None

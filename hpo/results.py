@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import SearchConfig
 from hpo.objective import TrialSetup, trial_seed, trial_setup
-from hpo.storage import check_storage, display_url, open_storage
+from hpo.storage import check_storage, display_url, opened_storage
 from hpo.study import stored_config
 
 logger = logging.getLogger(__name__)
@@ -70,11 +70,8 @@ def open_readonly(storage: Storage) -> Iterator[optuna.storages.BaseStorage]:
         return
     if not check_storage(storage, create=False):
         raise ValueError(f"Storage {display_url(storage)} holds no studies.")
-    opened = open_storage(storage, read_only=True)
-    try:
+    with opened_storage(storage, read_only=True) as opened:
         yield opened
-    finally:
-        opened.engine.dispose()
 
 
 def _where(storage: Storage) -> str:

@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 
 from hpo.config import SearchConfig
 from hpo.objective import Objective, load_split
-from hpo.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, open_storage
+from hpo.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, opened_storage
 from hpo.study import make_pruner, make_sampler
 
 logger = logging.getLogger(__name__)
@@ -153,9 +153,8 @@ def work(plan: RunPlan, worker: int) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = SearchConfig.from_dict(plan.config)
     # One BLAS thread per process: two OpenBLAS threads make these small products much slower.
-    with threadpool_limits(limits=1):
+    with threadpool_limits(limits=1), opened_storage(plan.storage_url) as storage:
         split = load_split(config, plan.data_dir)
-        storage = open_storage(plan.storage_url)
         study = optuna.load_study(study_name=plan.study_name, storage=storage)
         # A seed per worker and per run, so that workers and resumed runs never repeat points.
         n_existing = len(study.get_trials(deepcopy=False))
@@ -273,16 +272,24 @@ def _end_orphans(study: optuna.Study, run_id: str, *, retry: bool) -> None:
             retried(study, copy.deepcopy(storage.get_trial(trial._trial_id)))
 
 
-def start_workers(n_jobs: int) -> None:
+@contextmanager
+def workers_started(n_jobs: int) -> Iterator[None]:
     """Start the worker processes of a coming run now, while this process prepares the run.
 
-    A worker takes about a second to start (interpreter, imports, connection). Started here, it
-    is ready about when this process starts its first trial; ``run_study`` then uses it.
+    A worker takes about a second to start (interpreter, imports). Started here, before the
+    input is checked, it is about ready when this process starts its first trial, and
+    ``run_study`` uses it. No worker outlives the block, whether a run used them or not.
     """
-    if n_jobs > 1:
-        executor = get_reusable_executor(max_workers=n_jobs - 1)
-        for _ in range(n_jobs - 1):
-            executor.submit(_get_ready)
+    if n_jobs <= 1:
+        yield
+        return
+    executor = get_reusable_executor(max_workers=n_jobs - 1)
+    for _ in range(n_jobs - 1):
+        executor.submit(_get_ready)
+    try:
+        yield
+    finally:
+        executor.shutdown(wait=True, kill_workers=True)
 
 
 def _get_ready() -> None:
@@ -299,7 +306,7 @@ def _launch(plan: RunPlan, n_jobs: int) -> None:
         work(plan, 0)
         return
     # joblib.Parallel would run a single task in this process; loky's executor always spawns.
-    # The same executor as start_workers', if it was called.
+    # The same executor as workers_started', if the run is in its block.
     executor = get_reusable_executor(max_workers=n_jobs - 1)
     others = [executor.submit(work, plan, i) for i in range(1, n_jobs)]
     try:

@@ -281,6 +281,20 @@ def open_storage(
 
 
 @contextmanager
+def opened_storage(
+    url: str, *, heartbeat: bool = True, read_only: bool = False
+) -> Iterator[optuna.storages.RDBStorage]:
+    """``open_storage`` for the block. Its connections close when the block ends, not whenever
+    the garbage collector gets to them; the last one to close a SQLite file folds the WAL back
+    into it, so that the ``.db`` file alone holds everything."""
+    storage = open_storage(url, heartbeat=heartbeat, read_only=read_only)
+    try:
+        yield storage
+    finally:
+        storage.engine.dispose()
+
+
+@contextmanager
 def _opening(url: str) -> Iterator[None]:
     """Turns a missing driver or a database that cannot be reached into a one-line ValueError."""
     try:

@@ -204,6 +204,14 @@ def test_bad_input_exits_2_with_one_line_and_leaves_the_database_untouched(
     assert stored_db.read_bytes() == before
 
 
+def test_bad_input_with_two_jobs_leaves_no_worker_process_behind(stored_db, capsys):
+    # The workers start before the input is checked, to be ready sooner.
+    args = ["--storage", f"sqlite:///{stored_db}", "-q", "--jobs", "2", "--lr", "1e-2", "1e-6"]
+    assert search.main(args) == 2
+    assert "--lr" in capsys.readouterr().err
+    assert worker_pids(os.getpid()) == []
+
+
 @pytest.mark.parametrize(
     ("storage", "mentions"),
     [
@@ -360,3 +368,21 @@ def test_a_runs_orphaned_trials_are_failed_and_retried_and_other_runs_trials_lef
 
     _end_orphans(study, "theirs", retry=False)
     assert states(study) == Counter({TrialState.FAIL: 2, TrialState.WAITING: 1})
+
+
+@pytest.mark.parametrize("args", [["--jobs", "2"], ["--stages", "2"]], ids=["2 jobs", "stages"])
+def test_when_the_command_ends_the_db_file_alone_holds_the_run(tmp_path, args):
+    db = tmp_path / "s.db"
+    proc = start_search(db, "--trials", "3", *TINY, *args)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert [p.name for p in tmp_path.iterdir()] == ["s.db"]  # no -wal or -shm file left
+    # immutable=1 reads the file alone, as a copy of it would be read.
+    with closing(sqlite3.connect(f"file:{db}?immutable=1", uri=True)) as con:
+        stored = con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    complete = sum(states(load(db, name))[TrialState.COMPLETE] for name in studies(db))
+    assert stored == complete >= 3
+
+
+def studies(db: Path) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{db}")]

@@ -1,7 +1,7 @@
 """The search service on the book's workload: the book's procedure against the default search.
 
 Run from the repository root: ``python benchmarks/bench_search.py [--seeds 5] [--trials 100]``
-(quick look while developing: ``--seeds 1 --trials 20``).
+(quick look while developing: ``--seeds 1 --trials 20 --repeats 1``).
 
 For every seed (the ``--seed`` of ``python -m hpo.search``: it draws the 400/100 split, every
 trial's weights and batches, and the samplers), on the default workload (mnist-5k, 500 samples ->
@@ -9,7 +9,9 @@ trial's weights and batches, and the samplers), on the default workload (mnist-5
 ``lr ~ LogUniform(1e-6, 1e-2)``, ``weight_decay ~ LogUniform(1e-8, 1e-4)``), it runs:
 
 - **book**: the book's procedure with this code: random sampler, no pruning, 1 job;
-- **default 1 job** and **default 2 jobs**: the default sampler and pruner (``SearchConfig``).
+- **default 1 job** and **default 2 jobs**: the default sampler and pruner (``SearchConfig``),
+  ``--repeats`` times each, alternately (1 job, 2 jobs, 1 job, 2 jobs): the machine's speed drifts
+  by a fifth between runs a minute apart, and a 2-job search differs from run to run.
 
 Each run is the real command, ``python -m hpo.search``, in a subprocess with its own study in one
 temporary SQLite file; results are read back from that file with Optuna. Per run it reports:
@@ -33,8 +35,8 @@ temporary SQLite file; results are read back from that file with Optuna. Per run
 Alongside, once per seed: the machine's own 2-process ceiling. One fixed training job (the book's
 network, 50 epochs, a few times over) runs alone, then as two copies in two processes started at
 the same instant, BLAS pinned to one thread, alternately (3 times alone, twice two at once):
-``ceiling = 2 * median T1 / median T2``. The 2-job run's speedup
-(default 1 job wall / default 2 jobs wall) is judged as a fraction of it (DESIGN.md,
+``ceiling = 2 * median T1 / median T2``. The 2-job speedup (per seed, the median wall of the
+default 1-job runs over that of the 2-job runs) is judged as a fraction of it (DESIGN.md,
 "Performance: how we measure"). Medians over seeds; targets from the hpo.search issue sit next to
 the results. Not a test: nothing asserts on timings.
 """
@@ -79,6 +81,7 @@ class Run:
     config: str
     seed: int
     jobs: int
+    repeat: int = 0
     wall: float = 0.0
     epochs: int = 0
     counts: dict[str, int] = field(default_factory=dict)
@@ -236,20 +239,27 @@ def measure_ceiling() -> tuple[float, float, float]:
     return t1, t2, 2 * t1 / t2
 
 
-def study_name(config: str, seed: int, jobs: int) -> str:
-    return f"{config.split()[0]}-seed{seed}-jobs{jobs}"
+def study_name(config: str, seed: int, jobs: int, repeat: int) -> str:
+    return f"{config.split()[0]}-seed{seed}-jobs{jobs}-{repeat}"
 
 
 def run_search(
-    config: str, seed: int, jobs: int, trials: int, search_args: list[str], storage: str, tmp: Path
+    config: str,
+    seed: int,
+    jobs: int,
+    repeat: int,
+    trials: int,
+    search_args: list[str],
+    storage: str,
+    tmp: Path,
 ) -> Run:
-    study = study_name(config, seed, jobs)
+    study = study_name(config, seed, jobs, repeat)
     argv = [
         *("--trials", str(trials), "--jobs", str(jobs), "--seed", str(seed)),
         *("--storage", storage, "--study", study, "-q", *search_args),
     ]
     out = tmp / f"{study}.json"
-    run = Run(config, seed, jobs, load=(os.getloadavg()[0], float("nan")))
+    run = Run(config, seed, jobs, repeat, load=(os.getloadavg()[0], float("nan")))
     start = time.perf_counter()
     subprocess.run(
         [sys.executable, str(HERE), "--instrumented-search", str(out), "--", *argv],
@@ -327,8 +337,9 @@ def _median(values) -> float:
 
 def print_per_seed(runs: list[Run], ceilings: dict[int, tuple[float, float, float]]) -> None:
     header = (
-        f"{'seed':>4} {'configuration':15} {'wall s':>7} {'epochs':>6} {'done/pruned/fail':>16} "
-        f"{'best val':>8} {'test':>6} {'storage':>7} {'overhead':>8} {'replay':>7} {'load':>9}"
+        f"{'seed':>4} {'configuration':15} {'run':>3} {'wall s':>7} {'epochs':>6} "
+        f"{'done/pruned/fail':>16} {'best val':>8} {'test':>6} {'storage':>7} {'overhead':>8} "
+        f"{'replay':>7} {'load':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -336,7 +347,7 @@ def print_per_seed(runs: list[Run], ceilings: dict[int, tuple[float, float, floa
         counts = "/".join(str(r.counts.get(k, 0)) for k in ("complete", "pruned", "fail"))
         one = r.jobs == 1
         print(
-            f"{r.seed:>4} {r.config:15} {r.wall:7.1f} {r.epochs:>6} {counts:>16} "
+            f"{r.seed:>4} {r.config:15} {r.repeat + 1:>3} {r.wall:7.1f} {r.epochs:>6} {counts:>16} "
             f"{_acc(r.best_val):>8} {_acc(r.test_acc) + ('' if r.replay_ok else '*'):>6} "
             f"{_pct(r.storage_share) if one else '-':>7} {_pct(r.overhead) if one else '-':>8} "
             f"{_pct(r.replay_overhead):>7} {r.load[0]:4.1f}-{r.load[1]:<4.1f}"
@@ -359,7 +370,7 @@ def print_storage(runs: list[Run], top: int = 8) -> None:
     loop = sum(r.loop for r in rs)
     trials = sum(r.counts.get("complete", 0) + r.counts.get("pruned", 0) for r in rs)
     print()
-    print(f"Storage calls of the default 1-job runs ({len(rs)} seed(s), {trials} trials):")
+    print(f"Storage calls of the default 1-job runs ({len(rs)} runs, {trials} trials):")
     for key, (seconds, calls) in sorted(totals.items(), key=lambda kv: -kv[1][0])[:top]:
         print(
             f"  {key:44} {1e3 * seconds / trials:6.1f} ms/trial {calls / trials:5.1f} calls/trial "
@@ -375,7 +386,7 @@ def print_table(
         by.setdefault(r.config, []).append(r)
     print()
     print(
-        f"Summary, medians over {len({r.seed for r in runs})} seed(s); default = "
+        f"Summary, medians over {len({r.seed for r in runs})} seed(s) and their runs; default = "
         f"{default.sampler} sampler + {default.pruner} pruner"
     )
     header = (
@@ -417,9 +428,10 @@ def print_table(
                 low >= TARGET_MIN_BEST,
             )
     book_wall = {r.seed: r.wall for r in book}
+    one_wall, two_wall = _per_seed(one, "wall"), _per_seed(two, "wall")
     if book and one:
-        # A ratio per seed (both runs ran side by side), then the median.
-        ratio = _median(r.wall / book_wall[r.seed] for r in one if r.seed in book_wall)
+        # A ratio per seed (the runs ran side by side), then the median.
+        ratio = _median(w / book_wall[s] for s, w in one_wall.items() if s in book_wall)
         line("default 1 job: wall <= 1/3 of book's", f"{ratio:.3f}", ratio <= TARGET_WALL_RATIO)
     for name, rs in (("book", book), ("default 1 job", one)):
         if rs:
@@ -438,17 +450,25 @@ def print_table(
     if ceilings:
         c = _median(x[2] for x in ceilings.values())
         line("machine's 2-process ceiling 2*T1/T2", f"{c:.2f}x", None)
-    one_by_seed = {r.seed: r for r in one}
-    pairs = [(one_by_seed[r.seed], r) for r in two if r.seed in one_by_seed]
-    if ceilings and pairs:
-        speedup = _median(a.wall / b.wall for a, b in pairs)
+    seeds = one_wall.keys() & two_wall.keys()
+    if ceilings and seeds:
+        speedup = _median(one_wall[s] / two_wall[s] for s in seeds)
         line(
             f"2 jobs: speedup >= {TARGET_CEILING_FRACTION} x ceiling",
             f"{speedup:.2f}x = {speedup / c:.2f} x ceil",
             speedup / c >= TARGET_CEILING_FRACTION,
         )
-        rate = _median((b.epochs / b.wall) / (a.epochs / a.wall) for a, b in pairs)
+        one_rate, two_rate = _per_seed(one, "rate"), _per_seed(two, "rate")
+        rate = _median(two_rate[s] / one_rate[s] for s in seeds)
         line("2 jobs: epochs per second / 1 job's", f"{rate:.2f}x", None)
+
+
+def _per_seed(runs: list[Run], what: str) -> dict[int, float]:
+    """Per seed, the median over its repeated runs of ``wall`` or ``rate`` (epochs per second)."""
+    values: dict[int, list[float]] = {}
+    for r in runs:
+        values.setdefault(r.seed, []).append(r.wall if what == "wall" else r.epochs / r.wall)
+    return {seed: statistics.median(v) for seed, v in values.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -463,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=5, help="seeds 0 .. N-1 (default 5)")
     p.add_argument("--trials", type=int, default=100, help="trials per search (default 100)")
+    p.add_argument(
+        "--repeats", type=int, default=2, help="runs of each default configuration (default 2)"
+    )
     p.add_argument("--sampler", default=default.sampler, help="try another default sampler")
     p.add_argument("--pruner", default=default.pruner, help="try another default pruner")
     p.add_argument(
@@ -474,15 +497,13 @@ def main(argv: list[str] | None = None) -> int:
     default = dataclasses.replace(default, sampler=args.sampler, pruner=args.pruner)
     wanted = set(args.configs.split(","))
     default_args = ["--sampler", default.sampler, "--pruner", default.pruner]
-    plan = [
-        (name, jobs, search_args)
-        for key, name, jobs, search_args in (
-            ("book", "book", 1, ["--sampler", "random", "--pruner", "none"]),
-            ("1", "default 1 job", 1, default_args),
-            ("2", "default 2 jobs", 2, default_args),
-        )
-        if key in wanted
+    book = [("book", "book", 1, 0, ["--sampler", "random", "--pruner", "none"])]
+    defaults = [
+        (key, name, jobs, repeat, default_args)
+        for repeat in range(args.repeats)
+        for key, name, jobs in (("1", "default 1 job", 1), ("2", "default 2 jobs", 2))
     ]
+    plan = [(name, jobs, rep, a) for key, name, jobs, rep, a in book + defaults if key in wanted]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(
         f"bench_search: {args.seeds} seed(s) x {args.trials} trials, default = {default.sampler} "
@@ -494,11 +515,13 @@ def main(argv: list[str] | None = None) -> int:
     with threadpool_limits(limits=1), tempfile.TemporaryDirectory() as tmp:
         storage = f"sqlite:///{tmp}/bench.db"
         for seed in range(args.seeds):
-            for name, jobs, search_args in plan:
-                run = run_search(name, seed, jobs, args.trials, search_args, storage, Path(tmp))
-                if name == "default 1 job":
+            for name, jobs, repeat, search_args in plan:
+                run = run_search(
+                    name, seed, jobs, repeat, args.trials, search_args, storage, Path(tmp)
+                )
+                if name == "default 1 job" and repeat == 0:
                     study = optuna.load_study(
-                        study_name=study_name(name, seed, jobs), storage=storage
+                        study_name=study_name(name, seed, jobs, repeat), storage=storage
                     )
                     replay(run, study)
                 runs.append(run)

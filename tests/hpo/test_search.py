@@ -40,6 +40,10 @@ def states(study: optuna.Study) -> Counter:
     return Counter(t.state for t in study.get_trials(deepcopy=False))
 
 
+def studies(db: Path) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{db}")]
+
+
 def test_a_run_stores_log_scale_params_per_epoch_values_and_curves(tmp_path):
     db = tmp_path / "s.db"
     assert run(db, "--trials", "4", "--pruner", "none", "--sampler", "random") == 0
@@ -382,7 +386,3 @@ def test_when_the_command_ends_the_db_file_alone_holds_the_run(tmp_path, args):
         stored = con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
     complete = sum(states(load(db, name))[TrialState.COMPLETE] for name in studies(db))
     assert stored == complete >= 3
-
-
-def studies(db: Path) -> list[str]:
-    return [s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{db}")]

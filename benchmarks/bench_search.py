@@ -21,11 +21,12 @@ temporary SQLite file; results are read back from that file with Optuna. Per run
 - **overhead**: for 1-job runs, the share of the trial loop's wall time (``run_study``) that is
   not training: ``1 - train / loop``, where ``train`` is the time inside ``Trainer.train``
   without its epoch callback (``trial.report`` + ``should_prune``), timed in the run itself. For
-  the default 1-job run the trials are also replayed afterwards without storage, sampler or
-  threads, each for the epochs it trained, and ``replay`` is ``1 - replay time / loop``; that
-  also catches what the run's background threads (heartbeat, progress poller) cost the training
-  thread. ``storage`` is the share of the loop spent inside ``RDBStorage`` calls on the trial
-  thread (report, should_prune's reads, attrs, ask/tell, the admission check);
+  a seed's first default 1-job run the trials are also replayed afterwards without storage,
+  sampler or threads, each for the epochs it trained, and ``replay`` is
+  ``1 - replay time / loop``; that also catches what the run's background threads (heartbeat,
+  progress poller) cost the training thread. ``storage`` is the share of the loop spent inside
+  ``RDBStorage`` calls on the trial thread (report, should_prune's reads, attrs, ask/tell, the
+  admission check);
 - **best val**: the best trial's validation accuracy;
 - **test**: that winner retrained once with its stored parameters and seed
   (:func:`hpo.objective.trial_setup`), evaluated on the held-out test samples the search never saw

@@ -1,5 +1,10 @@
-"""What every ``python -m hpo.<command>`` shares: one-line errors with exit code 2, flag types,
-logging set-up, and the book's one-line trial format."""
+"""What every ``python -m hpo.<command>`` shares: the one rule for errors and exit codes, flag
+types, logging set-up, and the book's one-line trial format.
+
+The rule: bad input ends a command with one line ``hpo.<command>: error: <message>`` on stderr and
+exit code 2, before anything is stored (:func:`fail`, and :class:`Parser` for bad flags); library
+functions raise ``ValueError`` for it and ``main`` turns that into the line.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +17,25 @@ from typing import Any, NoReturn
 
 import optuna
 
+from hpo import record
 from hpo.storage import DEFAULT_STORAGE
 
 EXIT_BAD_INPUT = 2
 
 
-class UsageError(Exception):
-    """Bad input found after parsing; ``main`` prints it on one line and returns 2."""
+def fail(prog: str, message: object, code: int = EXIT_BAD_INPUT) -> int:
+    """Print the one-line error ``<prog>: error: <message>`` to stderr and return ``code``.
+
+    Args:
+        prog: The command, ``hpo.<command>``.
+        message: What is wrong (a ``ValueError`` prints as its message).
+        code: The exit code: 2 (bad input) unless the command says otherwise.
+
+    Returns:
+        ``code``, for ``return cli.fail(...)`` in ``main``.
+    """
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return code
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -41,7 +58,7 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog.removeprefix('python -m ')}: error: {message}\n")
+        self.exit(fail(self.prog.removeprefix("python -m "), message))
 
 
 def _number(convert: Callable[[str], Any], rule: str, holds: Callable[[Any], bool]):
@@ -105,12 +122,11 @@ def trial_line(trial: optuna.trial.FrozenTrial) -> str:
         acc = float("nan")
     line = f"val acc:{acc:.3g} | {format_params(trial.params)}"
     if trial.state == optuna.trial.TrialState.PRUNED:
-        diverged = trial.user_attrs.get("diverged")
-        epochs = trial.user_attrs.get("epochs", len(values))
+        diverged = record.diverged(trial)
         line += (
             f" (diverged in epoch {diverged['epoch']})"
             if diverged
-            else f" (pruned after epoch {epochs})"
+            else f" (pruned after epoch {record.epochs_run(trial)})"
         )
     elif trial.state == optuna.trial.TrialState.FAIL:
         line += " (failed)"
@@ -119,9 +135,7 @@ def trial_line(trial: optuna.trial.FrozenTrial) -> str:
 
 def best_lines(trials: list[optuna.trial.FrozenTrial], top: int) -> list[str]:
     """The book's ``Best-1(val acc:0.83) | lr:0.0092, weight decay:3.86e-07`` lines."""
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    ranked = sorted(complete, key=lambda t: t.value, reverse=True)[:top]
     return [
         f"Best-{i}(val acc:{t.value:.3g}) | {format_params(t.params)}"
-        for i, t in enumerate(ranked, start=1)
+        for i, t in enumerate(record.ranked(trials)[:top], start=1)
     ]

@@ -98,8 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Parameters alone need no stored configuration: any Optuna study will do.
             data = dict(find_trial(args.storage, args.study, args.trial).params)
     except ValueError as e:
-        print(f"hpo.export: error: {e}", file=sys.stderr)
-        return cli.EXIT_BAD_INPUT
+        return cli.fail("hpo.export", e)
     sys.stdout.write(render(data, args.format))
     return 0
 

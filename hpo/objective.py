@@ -13,15 +13,13 @@ from typing import Any
 import numpy as np
 import optuna
 
+from hpo import record
 from hpo.config import SearchConfig
 from hpo.space import space_from_dict, suggest
 from models import MultiLayerNet, Trainer, get_optimizer
 from models.datasets import Split, load_dataset, search_split
 
 logger = logging.getLogger(__name__)
-
-# Trial user attrs the objective writes; the dashboard shows them next to each trial.
-CURVE_ATTRS = ("train_acc", "train_loss", "val_loss")
 
 
 @dataclass(frozen=True)
@@ -122,10 +120,10 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         params = suggest(trial, self.space)
         seed = trial_seed(self.config.seed, trial.number)
-        trial.set_user_attr("seed", seed)
+        record.write_seed(trial, seed)
 
         def report(epoch: int, metrics: dict[str, float]) -> None:
-            trial.report(metrics["val_acc"], epoch)
+            trial.report(metrics[record.OBJECTIVE_METRIC], epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
@@ -134,14 +132,9 @@ class Objective:
             result = trainer.train()
         finally:
             # Pruned or not, the curves so far go with the trial.
-            history = trainer.result.history
-            for name in CURVE_ATTRS:
-                trial.set_user_attr(name, history[name])
-            trial.set_user_attr("epochs", trainer.result.epochs_run)
+            record.write_curves(trial, trainer.result.history, trainer.result.epochs_run)
         if result.diverged:
-            trial.set_user_attr(
-                "diverged", {"epoch": result.diverged_epoch, "reason": result.reason}
-            )
+            record.write_diverged(trial, result.diverged_epoch, result.reason)
             # A diverged trial ends pruned, so that its value can never be a "best".
             raise optuna.TrialPruned(f"diverged: {result.reason}")
-        return result.history["val_acc"][-1]
+        return result.history[record.OBJECTIVE_METRIC][-1]

@@ -10,15 +10,16 @@ error, never created as a side effect.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial
 
+from hpo import record
 from hpo.config import SearchConfig
 from hpo.objective import TrialSetup, trial_seed, trial_setup
 from hpo.storage import check_storage, display_url, opened_storage
@@ -49,12 +50,7 @@ class StoredTrial:
     def stored_curves(self) -> dict[str, list[float]]:
         """The per-epoch curves the search stored: ``val_acc`` from the intermediate values,
         ``train_acc``, ``train_loss`` and ``val_loss`` from the user attrs (when present)."""
-        values = self.trial.intermediate_values
-        curves = {"val_acc": [values[step] for step in sorted(values)]}
-        for name in ("train_acc", "train_loss", "val_loss"):
-            if name in self.trial.user_attrs:
-                curves[name] = list(self.trial.user_attrs[name])
-        return curves
+        return record.curves(self.trial)
 
 
 @contextmanager
@@ -88,20 +84,20 @@ def load_study(storage: optuna.storages.BaseStorage, name: str, where: str) -> o
 
 
 def _states(trials: list[FrozenTrial]) -> str:
-    counts = Counter(t.state.name.lower() for t in trials)
-    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no trials"
+    counts = sorted((s.name.lower(), n) for s, n in record.count_states(trials).items())
+    return ", ".join(f"{n} {state}" for state, n in counts) or "no trials"
 
 
 def _pick(study: optuna.Study, number: int | None, where: str) -> FrozenTrial:
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if number is None:
-        if not complete:
+        best = record.best(trials, maximize=study.directions[0] == StudyDirection.MAXIMIZE)
+        if best is None:
             raise ValueError(
                 f"Study {study.study_name!r} in {where} has no complete trial yet "
                 f"({_states(trials)})."
             )
-        return study.best_trial
+        return best
     by_number = {t.number: t for t in trials}
     if number not in by_number:
         span = f"0..{len(trials) - 1}" if trials else "none: the study has no trials"
@@ -155,7 +151,7 @@ def load_trial(storage: Storage, study: str, trial: int | None = None) -> Stored
                 "so it was not made by hpo.search and its trials cannot be rebuilt."
             )
         chosen = _pick(loaded, trial, where)
-    seed = chosen.user_attrs.get("seed")
+    seed = record.stored_seed(chosen)
     if seed is None:
         # Studies made before the seed was stored: the objective derives it the same way.
         seed = trial_seed(config.seed, chosen.number)

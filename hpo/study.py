@@ -8,6 +8,7 @@ import warnings
 
 import optuna
 
+from hpo import record
 from hpo.config import SearchConfig
 
 logger = logging.getLogger(__name__)
@@ -16,7 +17,6 @@ SAMPLERS = ("random", "tpe", "qmc", "cmaes", "gp")
 PRUNERS = ("median", "percentile", "sha", "hyperband", "none")
 # Optional samplers need packages beyond Optuna's own; the extra that installs them.
 _SAMPLER_NEEDS = {"cmaes": (("cmaes",), "cmaes"), "gp": (("torch", "scipy"), "gp")}
-METRIC_NAME = "val_acc"
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -94,17 +94,22 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
 
 def stored_config(study: optuna.Study) -> SearchConfig | None:
     """The configuration a study was created with, or None for a study made elsewhere."""
-    data = study.user_attrs.get("config")
+    data = study.user_attrs.get(record.CONFIG_ATTR)
     return None if data is None else SearchConfig.from_dict(data)
+
+
+def store_config(study: optuna.Study, config: SearchConfig) -> None:
+    """Store ``config`` as the study's configuration (user attr ``config``)."""
+    study.set_user_attr(record.CONFIG_ATTR, config.to_dict())
 
 
 def create_study(storage: optuna.storages.BaseStorage, name: str, config: SearchConfig):
     """Create a study that stores ``config``, so that its ``.db`` alone rebuilds any trial."""
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize")
-    study.set_user_attr("config", config.to_dict())
+    store_config(study, config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([METRIC_NAME])
+        study.set_metric_names([record.OBJECTIVE_METRIC])
     # The Markdown note optuna-dashboard shows above the trials: the configuration at a glance.
     from hpo.note import save_study_note, study_note
 

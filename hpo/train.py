@@ -28,7 +28,7 @@ import numpy as np
 from optuna.trial import TrialState
 from threadpoolctl import threadpool_limits
 
-from hpo import cli
+from hpo import cli, record
 from hpo.objective import build, load_split
 from hpo.results import StoredTrial, load_trial
 from models import MultiLayerNet, TrainResult, save_network
@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 
 SAVE_SUFFIXES = (".npz",)
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
-CURVES = ("val_acc", "train_acc", "train_loss", "val_loss")
 
 
 class _StopReplay(Exception):
@@ -88,7 +87,7 @@ def require_state(stored: StoredTrial, *, replaying: bool) -> None:
         ValueError: If the trial's state does not allow it.
     """
     trial = stored.trial
-    if replaying and trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+    if replaying and trial.state not in record.FINISHED:
         raise ValueError(
             f"A replay needs a complete or pruned trial (one with a stored curve), but trial "
             f"{trial.number} is {trial.state.name}."
@@ -113,9 +112,9 @@ def _compare(stored: StoredTrial, result: TrainResult) -> Replay:
             if a != b:  # float equality on purpose: a replay is the same arithmetic
                 differences.append(f"{name} in epoch {epoch}: stored {a!r}, replayed {b!r}")
                 break
-    stored_div = stored.trial.user_attrs.get("diverged")
+    stored_div = record.diverged(stored.trial)
     replayed_div = (
-        {"epoch": result.diverged_epoch, "reason": result.reason} if result.diverged else None
+        record.divergence(result.diverged_epoch, result.reason) if result.diverged else None
     )
     if stored_div != replayed_div:
         differences.append(f"divergence: stored {stored_div}, replayed {replayed_div}")
@@ -135,7 +134,7 @@ def replay(stored: StoredTrial, split: Split) -> Replay:
     require_state(stored, replaying=True)
     trial = stored.trial
     n_stored = len(trial.intermediate_values)
-    pruned_by_pruner = trial.state == TrialState.PRUNED and "diverged" not in trial.user_attrs
+    pruned_by_pruner = record.outcome(trial) == "pruned"
 
     def stop_where_stored(epoch: int, metrics: dict[str, float]) -> None:
         # The pruner stopped the trial after this epoch's report; stop the replay there too.
@@ -329,8 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_state(stored, replaying=args.replay)
         split = load_split(stored.config, args.data_dir)
     except ValueError as e:
-        print(f"hpo.train: error: {e}", file=sys.stderr)
-        return cli.EXIT_BAD_INPUT
+        return cli.fail("hpo.train", e)
 
     print(_header(stored))
     if args.replay:

@@ -22,200 +22,79 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from hpo import cli
+from hpo import cli, record, stages
+from hpo.arguments import add_search_arguments, resolve_config, stage_options, validate
+from hpo.arguments import existing_study as _existing_study
 from hpo.config import SearchConfig
-from hpo.runner import FINISHED, run_study, workers_started
-from hpo.space import Param, load_space, space_from_dict, space_to_dict
-from hpo.storage import DEFAULT_STORAGE, check_storage, display_url, ensure_parent, opened_storage
-from hpo.study import PRUNERS, SAMPLERS, create_study, make_pruner, make_sampler, stored_config
-from models.datasets import DATASETS, load_dataset
+from hpo.record import FINISHED
+from hpo.runner import run_study, workers_started
+from hpo.storage import display_url, ensure_parent, opened_storage
+from hpo.study import create_study, make_sampler
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_STUDY = "default"
-DEFAULT_TRIALS = 100
-
 
 def build_parser() -> cli.Parser:
-    d = SearchConfig()
     p = cli.Parser(
         prog="python -m hpo.search",
         description="Tune the book's MultiLayerNet with an Optuna study persisted in a database.",
     )
-    run = p.add_argument_group("run")
-    run.add_argument(
-        "--trials",
-        type=cli.positive_int,
-        default=DEFAULT_TRIALS,
-        help="finished (complete + pruned) trials this run adds, across all workers",
-    )
-    run.add_argument("--jobs", type=cli.jobs, default=1, help="worker processes; -1 = all cores")
-    run.add_argument(
-        "--timeout",
-        type=cli.positive_float,
-        default=None,
-        help="seconds after which no new trial starts",
-    )
-    run.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna RDB storage URL")
-    run.add_argument(
-        "--study",
-        default=DEFAULT_STUDY,
-        help="study name; an existing study resumes with its stored configuration",
-    )
-    run.add_argument(
-        "--data-dir", default=None, help="folder with the IDX files of mnist or fashion-mnist"
-    )
-    run.add_argument(
-        "-v", "--verbose", action="store_true", help="print the book's line for every trial"
-    )
-    run.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
-
-    search = p.add_argument_group("search (defaults: the stored study's, else these)")
-    search.add_argument("--sampler", choices=SAMPLERS, default=None, help=f"default: {d.sampler}")
-    search.add_argument("--pruner", choices=PRUNERS, default=None, help=f"default: {d.pruner}")
-    search.add_argument(
-        "--lr",
-        nargs=2,
-        type=float,
-        metavar=("LOW", "HIGH"),
-        default=None,
-        help="learning-rate range, log scale; default: 1e-6 1e-2",
-    )
-    search.add_argument(
-        "--weight-decay",
-        nargs=2,
-        type=float,
-        metavar=("LOW", "HIGH"),
-        default=None,
-        help="weight-decay range, log scale; default: 1e-8 1e-4",
-    )
-    search.add_argument(
-        "--space",
-        default=None,
-        metavar="FILE",
-        help="TOML search-space file that widens the search (see hpo/space.py)",
-    )
-
-    exp = p.add_argument_group("experiment (fixed for a study once created)")
-    exp.add_argument("--dataset", choices=DATASETS, default=None, help=f"default: {d.dataset}")
-    exp.add_argument(
-        "--train-size",
-        type=cli.positive_int,
-        default=None,
-        help=f"samples the search uses; default: {d.train_size}",
-    )
-    exp.add_argument(
-        "--val-rate",
-        type=cli.rate,
-        default=None,
-        help=f"share of them for validation; default: {d.val_rate}",
-    )
-    exp.add_argument("--seed", type=int, default=None, help=f"default: {d.seed}")
-    exp.add_argument("--epochs", type=cli.positive_int, default=None, help=f"default: {d.epochs}")
-    exp.add_argument(
-        "--batch-size", type=cli.positive_int, default=None, help=f"default: {d.batch_size}"
-    )
-    exp.add_argument(
-        "--hidden",
-        type=cli.positive_int,
-        nargs="+",
-        default=None,
-        metavar="WIDTH",
-        help="hidden layer widths; default: 100 100 100 100 100 100",
-    )
-    exp.add_argument(
-        "--optimizer",
-        choices=("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"),
-        default=None,
-        help=f"default: {d.optimizer}",
-    )
-    exp.add_argument(
-        "--dtype", choices=("float64", "float32"), default=None, help=f"default: {d.dtype}"
-    )
-    # Staged search (--stages): hpo.narrow owns these flags and builds on this module, hence late.
-    from hpo.narrow import add_stage_arguments
-
-    add_stage_arguments(p)
+    add_search_arguments(p)
     return p
 
 
-def _space(args, base: dict[str, Param]) -> dict[str, Param]:
-    space = load_space(args.space, base) if args.space else dict(base)
-    for name, bounds in (("lr", args.lr), ("weight_decay", args.weight_decay)):
-        if bounds is not None:
-            flag = "--" + name.replace("_", "-")
-            low, high = bounds
-            if not low < high:
-                raise ValueError(f"{flag}: `LOW < HIGH` must hold, but got ({low=}, {high=}).")
-            if low <= 0:
-                raise ValueError(f"{flag}: a log scale needs `LOW > 0`, but got {low=}.")
-            space[name] = Param(low, high, log=True, when=space.get(name, Param()).when)
-    return space
+def run_stages(args: argparse.Namespace) -> int:
+    """``python -m hpo.search --stages K``: stage 1 as the book does, then K - 1 narrowed stages.
 
+    Stage 1 (``STUDY-s1``) samples at random in the given ranges; every later stage is narrowed
+    from the one before and searches with ``--sampler`` (default TPE). Each stage ends with
+    ``--trials`` finished trials of its own (seeded trials do not count), so the same command
+    resumes an interrupted pipeline and a larger K extends a finished one
+    (:func:`hpo.stages.run_stages`).
 
-def resolve_config(args, stored: SearchConfig | None) -> SearchConfig:
-    """The stored configuration (or the defaults) with the flags the user gave on top.
-
-    Raises:
-        ValueError: If a flag contradicts the stored study's experiment.
+    Returns:
+        The exit code: 0, 2 for bad input, 1 if a stage has no complete trial to narrow from,
+        130 if interrupted.
     """
-    base = stored or SearchConfig()
-    overrides = {
-        "dataset": args.dataset,
-        "train_size": args.train_size,
-        "val_rate": args.val_rate,
-        "seed": args.seed,
-        "hidden": args.hidden,
-        "optimizer": args.optimizer,
-        "batch_size": args.batch_size,
-        "epochs": args.epochs,
-        "dtype": args.dtype,
-        "sampler": args.sampler,
-        "pruner": args.pruner,
-    }
-    config = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
-    config.space = space_to_dict(_space(args, space_from_dict(base.space)))
-    if stored is not None:
-        conflicts = config.conflicts(stored)
-        if conflicts:
-            name = conflicts[0]
+    url = args.storage
+    names = [f"{args.study}-s{k}" for k in range(1, args.stages + 1)]
+    try:
+        exists, stored = _existing_study(url, names[0])
+        if exists and stored is None:
             raise ValueError(
-                f"--study {args.study!r} exists with {name}={getattr(stored, name)!r}, but this "
-                f"run asks for {name}={getattr(config, name)!r}; use another --study for that."
+                f"--study {names[0]!r} exists but was not made by hpo (no stored config)."
             )
-    return config
+        # --sampler is the later stages' sampler; stage 1 keeps the book's (or its stored) one.
+        first = argparse.Namespace(**{**vars(args), "sampler": None, "study": names[0]})
+        config = resolve_config(first, stored)
+        if not exists:
+            config = dataclasses.replace(config, sampler=stages.FIRST_SAMPLER)
+        make_sampler(args.sampler or stages.LATER_SAMPLER, 0)
+        validate(config, args)
+    except ValueError as e:
+        return cli.fail("hpo.search", e)
 
-
-def validate(config: SearchConfig, args) -> None:
-    """Everything that can be checked before the storage is written to."""
-    make_sampler(config.sampler, 0)
-    make_pruner(config.pruner, config.epochs)
-    dataset = load_dataset(config.dataset, args.data_dir, download=True)
-    if config.train_size > len(dataset.x):
-        raise ValueError(
-            f"--train-size: `train_size <= {len(dataset.x)}` (the {config.dataset} samples) must "
-            f"hold, but got {config.train_size}."
+    ensure_parent(url)
+    with opened_storage(url) as storage:
+        try:
+            done = stages.run_stages(
+                storage,
+                names,
+                config,
+                stage_options(args),
+                run=lambda study, config, n: run_with_progress(study, config, url, n, args),
+                echo=print,
+            )
+        except stages.CannotNarrow as e:
+            return cli.fail("hpo.search", e, code=1)
+    if not done.completed:
+        return 130
+    if done.best is not None:
+        trial, name = done.best
+        print(
+            f"Best of {len(names)} stages: {name!r} trial {trial.number}, {cli.trial_line(trial)}"
         )
-    n_val = int(config.train_size * config.val_rate)
-    if not 0 < n_val < config.train_size:
-        raise ValueError(
-            f"--val-rate: train size {config.train_size} x val rate {config.val_rate} must leave "
-            f"samples on both sides, but gives {n_val} for validation."
-        )
-
-
-def _existing_study(url: str, name: str) -> tuple[bool, SearchConfig | None]:
-    """Whether the study exists, and its stored configuration, read without writing."""
-    path_exists = check_storage(url, create=True)
-    if not path_exists:
-        return False, None
-    with opened_storage(url, read_only=True) as storage:
-        names = [
-            s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
-        ]
-        if name not in names:
-            return False, None
-        return True, stored_config(optuna.load_study(study_name=name, storage=storage))
+    return 0
 
 
 class Progress:
@@ -248,8 +127,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The other workers start while this process checks the input and prepares the study.
     with workers_started(n_workers(args)):
         if args.stages is not None:
-            from hpo.narrow import run_stages
-
             return run_stages(args)
         return _search(args)
 
@@ -266,8 +143,7 @@ def _search(args: argparse.Namespace) -> int:
         config = resolve_config(args, stored)
         validate(config, args)
     except ValueError as e:
-        print(f"hpo.search: error: {e}", file=sys.stderr)
-        return cli.EXIT_BAD_INPUT
+        return cli.fail("hpo.search", e)
 
     ensure_parent(url)
     with opened_storage(url) as storage:
@@ -327,10 +203,7 @@ def run_with_progress(
 
 def print_summary(study: optuna.Study, url: str, wall: float) -> None:
     trials = study.get_trials(deepcopy=False)
-    counts = {
-        s: sum(t.state == s for t in trials)
-        for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    }
+    counts = record.count_states(trials)
     for line in cli.best_lines(trials, 5):
         print(line)
     print(

@@ -13,8 +13,9 @@ from optuna.trial import TrialState, create_trial
 
 from hpo import narrow, runner, search
 from hpo.config import SearchConfig
-from hpo.narrow import narrow_param, narrow_space, seed_trials, top_trials
+from hpo.narrowing import narrow_param, narrow_space, top_trials
 from hpo.space import DEFAULT_SPACE, Param, space_from_dict
+from hpo.stages import seed_trials
 from hpo.storage import open_storage
 from hpo.study import create_study
 

@@ -10,8 +10,9 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from hpo import narrow, report, search
+from hpo import report, search, stages
 from hpo.config import SearchConfig
+from hpo.narrowing import narrow_space
 from hpo.space import space_from_dict
 from hpo.storage import open_storage
 from hpo.study import create_study
@@ -68,11 +69,9 @@ def template(tmp_path_factory):
     storage = open_storage(f"sqlite:///{path}")
     parent = store(storage, "mixed", mixed_history())
     config = SearchConfig(epochs=EPOCHS)
-    plan = narrow.narrow_space(
-        space_from_dict(config.space), parent.get_trials(), parent="mixed", top=5
-    )
-    seeds = narrow.seed_trials(parent.get_trials(), plan.space, "mixed")
-    child = narrow.create_stage(storage, "mixed-s2", config, plan, seeds)
+    plan = narrow_space(space_from_dict(config.space), parent.get_trials(), parent="mixed", top=5)
+    seeds = stages.seed_trials(parent.get_trials(), plan.space, "mixed")
+    child = stages.create_stage(storage, "mixed-s2", config, plan, seeds)
     low, high = plan.space["lr"].low, plan.space["lr"].high
     child.add_trials(
         [

@@ -6,6 +6,48 @@ Training code takes a study's result in one line::
     params = best_params("sqlite:///studies/hpo.db", study="default")  # {"lr": ..., ...}
 
 and :func:`trial_config` rebuilds any trial's network, optimizer, trainer and data split.
+
+Data flows one way: ``models.datasets`` -> arrays -> the ``hpo`` objective -> ``models.Trainer``
+with an ``on_epoch_end(epoch, metrics)`` callback -> ``trial.report`` / ``should_prune``; the
+objective writes the trial record (:mod:`hpo.record`), every reader reads it back. ``models``
+never imports ``hpo``; commands import library modules, never each other (tests/test_structure.py
+holds the one exception: narrow takes search's ``run_with_progress``).
+
+Map of the code, one owner per concept:
+
+models/ (NumPy only)
+    datasets      the MNIST family as arrays, the book's shuffled train/validation/test split
+    layers        the book's layers: forward/backward, dW/db
+    network       MultiLayerNet (+ BatchNorm, Dropout), the book's loss with weight decay
+    optimizers    SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam with the book's defaults
+    trainer       Trainer: epochs of mini-batches, per-epoch metrics, on_epoch_end, divergence
+    serialize     save/load a network with its architecture (.npz, no pickle)
+
+hpo/ library
+    config        SearchConfig: every default of a search; a study stores it
+    space         the search space (Param), TOML files, suggesting a trial's parameters
+    objective     trial_setup (params -> models keywords), Objective: build, train, report/prune
+    record        the stored trial record: attr keys, metric names, curves, outcome, the one
+                  ranking of "best", state counts
+    study         samplers, pruners, creating a study with its stored config
+    pruning       AtSteps: a pruner consulted only where it can decide
+    storage       Optuna RDB storage checked before use, SQLite tuned for many writers
+    _sqlite_reads, _sqlite_writes   the plain-SQL read and write paths of the SQLite storage
+    note          the study's Markdown note for optuna-dashboard
+    runner        parallel workers (loky), exactly N finished trials, heartbeat retries
+    results       reading studies back read-only: best_params, trial_config, load_trial
+    narrowing     the next stage's ranges from a stage's best trials (pure)
+    stages        staged search: lineage, seeding, the one pipeline (run_stages)
+    arguments     the flags search and narrow share, resolved to a config and validated
+    figures       the report's five figures
+    cli           the one rule for errors and exit codes, flag types, the book's trial lines
+
+hpo/ commands (python -m hpo.<command>: main(argv) -> int)
+    search        one study, or --stages K, with a progress bar and the book's summary
+    narrow        the next stage from a finished one
+    report        the figures and the book's table of a study and its stages
+    export        a trial's parameters or full configuration as JSON or TOML
+    train         retrain a stored trial and test it once, or replay it exactly
 """
 
 from hpo.objective import TrialSetup

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +157,23 @@ def test_importing_the_report_loads_neither_the_runner_nor_joblib():
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_package_docstring_maps_every_module():
+    import hpo
+
+    # A map line: four spaces, the module name(s), two or more spaces, what it owns.
+    rows = re.findall(r"^ {4}([a-z_]+(?:, [a-z_]+)*) {2,}\S", hpo.__doc__, flags=re.MULTILINE)
+    named = {name for row in rows for name in row.split(", ")}
+    unmapped = [m for m in MODULES if not _is_package(m) and m.rpartition(".")[2] not in named]
+    assert not unmapped, f"add a line for each to hpo/__init__.py's map: {unmapped}"
+
+
+def test_only_cli_writes_the_one_line_error_and_its_exit_code():
+    # Every command ends bad input through cli.fail (or cli.Parser), never by hand.
+    by_hand = [
+        name
+        for name, path in MODULES.items()
+        if name != "hpo.cli" and re.search(r"error: \{|EXIT_BAD_INPUT|return 2\b", path.read_text())
+    ]
+    assert not by_hand, by_hand

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import sqlite3
+import time
 import warnings
 from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
@@ -114,6 +116,27 @@ def check_storage(url: str, *, create: bool) -> bool:
             f"(tables {sorted(tables)[:5]}), not an Optuna storage."
         )
     return bool(tables)
+
+
+def has_study(url: str, name: str) -> bool:
+    """Whether the storage at ``url`` holds a study ``name``, looked up without writing.
+
+    Optuna's storage is not opened for this: opening it writes its version row into a database
+    whose tables another command is creating at this moment. A study row comes after that row.
+    """
+    path = sqlite_path(url)
+    kwargs = {"creator": _SQLiteConnect(path, read_only=True)} if path is not None else {}
+    with _opening(url):
+        engine = sqlalchemy.create_engine(url, **kwargs)
+        try:
+            with engine.connect() as con:
+                found = con.execute(_FIND_STUDY, {"name": name}).first()
+        finally:
+            engine.dispose()
+    return found is not None
+
+
+_FIND_STUDY = sqlalchemy.text("SELECT study_id FROM studies WHERE study_name = :name")
 
 
 def _server_tables(url: str) -> set[str]:
@@ -277,7 +300,28 @@ def open_storage(
         ValueError: If the database cannot be reached or its driver is not installed.
     """
     with _opening(url):
-        return _open(url, heartbeat, read_only)
+        for attempt in range(_CREATE_ATTEMPTS):
+            try:
+                return _open(url, heartbeat, read_only)
+            except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as e:
+                if attempt + 1 == _CREATE_ATTEMPTS or not _lost_creation_race(e):
+                    raise
+            # Another command is creating Optuna's tables in this new database right now: its
+            # tables are there once it commits, and the next attempt uses them.
+            time.sleep(random.uniform(0.05, 0.2))
+    raise AssertionError("unreachable")
+
+
+_CREATE_ATTEMPTS = 5
+
+
+def _lost_creation_race(error: sqlalchemy.exc.SQLAlchemyError) -> bool:
+    """Whether ``error`` says another process created the same tables or version row first."""
+    text = str(error.orig if getattr(error, "orig", None) is not None else error)
+    return any(
+        sign in text
+        for sign in ("already exists", "UNIQUE constraint failed", "duplicate key value")
+    )
 
 
 @contextmanager

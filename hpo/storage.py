@@ -355,15 +355,21 @@ def fast_path_refusal(path: Path) -> str | None:
 
 
 def _stored_schema(path: Path) -> tuple[int | None, str | None] | None:
-    """``(schema_version, alembic version)`` of a file with Optuna's tables, else None."""
+    """``(schema_version, alembic version)`` of a file with Optuna's tables, else None (also
+    for a file that cannot be read: opening it, Optuna raises the error to show)."""
     if not path.is_file() or path.stat().st_size == 0:
         return None
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if not {"version_info", "alembic_version"} <= tables:
-            return None
-        schema = con.execute("SELECT schema_version FROM version_info").fetchone()
-        alembic = con.execute("SELECT version_num FROM alembic_version").fetchone()
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+            tables = {
+                r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            if not {"version_info", "alembic_version"} <= tables:
+                return None
+            schema = con.execute("SELECT schema_version FROM version_info").fetchone()
+            alembic = con.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        return None
     return (schema and schema[0], alembic and alembic[0])
 
 

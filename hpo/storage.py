@@ -16,7 +16,7 @@ import sqlite3
 import time
 import warnings
 from collections.abc import Container, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import optuna
 import sqlalchemy
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
+from packaging.version import Version
 from sqlalchemy.engine import Connection, make_url
 
 from hpo import _sqlite_writes as writes
@@ -150,11 +151,20 @@ def _server_tables(url: str) -> set[str]:
 
 
 class _SQLiteConnect:
-    """Opens connections to one SQLite file with the pragmas above (picklable, unlike a closure)."""
+    """Opens connections to one SQLite file with the pragmas above (picklable, unlike a closure;
+    equal to its unpickled copy, so that a storage sent to a worker compares equal)."""
 
     def __init__(self, path: Path, read_only: bool) -> None:
         self.path = str(path)
         self.read_only = read_only
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _SQLiteConnect):
+            return NotImplemented
+        return (self.path, self.read_only) == (other.path, other.read_only)
+
+    def __hash__(self) -> int:
+        return hash((_SQLiteConnect, self.path, self.read_only))
 
     def __call__(self) -> sqlite3.Connection:
         if self.read_only:
@@ -173,7 +183,7 @@ class _SQLiteStorage(optuna.storages.RDBStorage):
     @contextmanager
     def _sqlite3(self) -> Iterator[sqlite3.Connection]:
         """A pooled sqlite3 connection. The DB-API connection directly: SQLAlchemy's Connection
-        and transaction objects cost twice a one-statement write here."""
+        and transaction objects cost more than a one-statement write itself."""
         pooled = self.engine.raw_connection()
         try:
             yield pooled.dbapi_connection
@@ -357,12 +367,66 @@ def _opening(url: str) -> Iterator[None]:
         raise ValueError(f"Cannot open storage {display_url(url)}: {reason}") from e
 
 
+# The plain-SQL path (hpo/_sqlite_writes.py, hpo/_sqlite_reads.py) reads and writes Optuna's
+# tables directly, so it is used only with the Optuna releases and the table schema it was
+# written and tested against (.ci/run tests the oldest, 4.9, and the newest). Both are checked:
+# Optuna 5 kept schema 12 (alembic "v3.2.0.a") of Optuna 4 but changed how trial times are
+# stored (UTC instead of local time; hpo/_sqlite_reads.py's STORED_AS_UTC).
+FAST_PATH_OPTUNA = ((4, 9), (5, 0))  # (major, minor) releases
+FAST_PATH_SCHEMA = (12, "v3.2.0.a")  # version_info.schema_version, alembic_version.version_num
+
+
+def fast_path_refusal(path: Path) -> str | None:
+    """Why the plain-SQL path must not be used on this SQLite file; None if it may.
+
+    The file's own schema is read (read-only) when it has Optuna's tables; a new file gets the
+    schema of the installed Optuna.
+    """
+    release = Version(optuna.__version__).release[:2]
+    if release not in FAST_PATH_OPTUNA:
+        written_for = ", ".join(f"{major}.{minor}" for major, minor in FAST_PATH_OPTUNA)
+        return (
+            f"it is written for Optuna {written_for}, but Optuna {optuna.__version__} is installed"
+        )
+    schema = _stored_schema(path)
+    if schema is None:
+        from optuna.storages._rdb.models import SCHEMA_VERSION
+
+        schema = (SCHEMA_VERSION, FAST_PATH_SCHEMA[1])
+    if schema != FAST_PATH_SCHEMA:
+        return f"it is written for table schema {FAST_PATH_SCHEMA}, but {path} has {schema}"
+    return None
+
+
+def _stored_schema(path: Path) -> tuple[int | None, str | None] | None:
+    """``(schema_version, alembic version)`` of a file with Optuna's tables, else None (also
+    for a file that cannot be read: opening it, Optuna raises the error to show)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+            tables = {
+                r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            if not {"version_info", "alembic_version"} <= tables:
+                return None
+            schema = con.execute("SELECT schema_version FROM version_info").fetchone()
+            alembic = con.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        return None
+    return (schema and schema[0], alembic and alembic[0])
+
+
 def _open(url: str, heartbeat: bool, read_only: bool) -> optuna.storages.RDBStorage:
     path = sqlite_path(url)
     storage_class = optuna.storages.RDBStorage
     if path is not None:
         engine_kwargs: dict = {"creator": _SQLiteConnect(path, read_only)}
-        storage_class = _SQLiteStorage
+        refusal = fast_path_refusal(path)
+        if refusal is None:
+            storage_class = _SQLiteStorage
+        else:
+            logger.info("Optuna's own SQL for %s: hpo's plain-SQL path is off, %s.", path, refusal)
     else:
         engine_kwargs = {"pool_pre_ping": True}
     if not heartbeat or read_only:

@@ -69,8 +69,9 @@ def _check_applies(space: dict[str, Param], name: str, param: Param, config: Sea
                 f"never be used; remove [{name}], or add {'/'.join(map(_plain, applicable))} to "
                 f"[{other}] choices and {when} to [{name}]."
             )
+        fix = f"set {when} in" if other in param.when else f"add {when} to"
         raise ValueError(
-            f"{rule}, but {other} may be {', '.join(map(_plain, bad))}; add {when} to [{name}]."
+            f"{rule}, but {other} may be {', '.join(map(_plain, bad))}; {fix} [{name}]."
         )
 
 

@@ -180,7 +180,7 @@ REFUSED = [
         '[optimizer]\nchoices = ["sgd", "momentum"]\n'
         '[momentum]\nlow = 0.5\nhigh = 0.99\nwhen = {optimizer = ["momentum", "sgd"]}',
         [],
-        "but optimizer may be sgd; add `when",
+        'but optimizer may be sgd; set `when = {optimizer = ["momentum", "nesterov"]}` in',
     ),
     ("[momentum]\nlow = 0.5\nhigh = 0.99", [], "optimizer is sgd in this study (--optimizer)"),
     (

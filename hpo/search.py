@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import gc
 import logging
+import math
 import os
 import shlex
 import sys
@@ -25,6 +26,7 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from hpo import cli
+from hpo.checks import check_space
 from hpo.config import SearchConfig
 from hpo.runner import count_finished, run_study, workers_started
 from hpo.space import Param, load_space, space_from_dict, space_to_dict
@@ -154,6 +156,10 @@ def _space(args, base: dict[str, Param]) -> dict[str, Param]:
         if bounds is not None:
             flag = "--" + name.replace("_", "-")
             low, high = bounds
+            if not (math.isfinite(low) and math.isfinite(high)):
+                raise ValueError(
+                    f"{flag}: LOW and HIGH must be finite numbers, but got ({low=}, {high=})."
+                )
             if not low < high:
                 raise ValueError(f"{flag}: `LOW < HIGH` must hold, but got ({low=}, {high=}).")
             if low <= 0:
@@ -199,6 +205,7 @@ def validate(config: SearchConfig, args) -> None:
     """Everything that can be checked before the storage is written to."""
     make_sampler(config.sampler, 0)
     make_pruner(config.pruner, config.epochs)
+    check_space(config)
     dataset = load_dataset(config.dataset, args.data_dir, download=True)
     if config.train_size > len(dataset.x):
         raise ValueError(

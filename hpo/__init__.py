@@ -17,6 +17,7 @@ Map of the code, one owner per concept:
 
 models/ (NumPy only)
     datasets      the MNIST family as arrays, the book's shuffled train/validation/test split
+    idx           the IDX files: found or downloaded, SHA-256 checked, parsed
     layers        the book's layers: forward/backward, dW/db
     network       MultiLayerNet (+ BatchNorm, Dropout), the book's loss with weight decay
     optimizers    SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam with the book's defaults
@@ -25,7 +26,9 @@ models/ (NumPy only)
 
 hpo/ library
     config        SearchConfig: every default of a search; a study stores it
+    params        the table of searchable parameters: kind, scale, the models keyword each feeds
     space         the search space (Param), TOML files, suggesting a trial's parameters
+    checks        a search space checked against everything a trial does, before a study exists
     objective     trial_setup (params -> models keywords), Objective: build, train, report/prune
     record        the stored trial record: attr keys, metric names, curves, outcome, the one
                   ranking of "best", state counts
@@ -34,6 +37,7 @@ hpo/ library
     storage       Optuna RDB storage checked before use, SQLite tuned for many writers
     _sqlite_reads, _sqlite_writes   the plain-SQL read and write paths of the SQLite storage
     note          the study's Markdown note for optuna-dashboard
+    admission     admitting new trials under a lock row in the study's own database
     runner        parallel workers (loky), exactly N finished trials, heartbeat retries
     results       reading studies back read-only: best_params, trial_config, load_trial
     narrowing     the next stage's ranges from a stage's best trials (pure)

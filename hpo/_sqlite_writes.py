@@ -1,11 +1,11 @@
 """Trial writes to an Optuna SQLite database in plain SQL (the write path of ``_SQLiteStorage``).
 
 Optuna's ``RDBStorage`` writes through its ORM: a session, the trial loaded to check its state,
-the row looked up, the change flushed and committed. On the book's workload that cost 0.3-2.5 ms
-a call here, and a pruned trial of about 0.2 s makes some 25 of them (its reports, ask, params,
-attrs, heartbeats, the stale check, tell). The functions here make the same rows with one to four
-statements in one transaction on the pooled ``sqlite3`` connection, 0.05-0.13 ms a call (tests
-compare the tables both paths leave, row by row).
+the row looked up, the change flushed and committed, and a short trial makes some 25 such writes
+(its reports, ask, params, attrs, heartbeats, the stale check, tell). The functions here make the
+same rows with one to four statements in one transaction on the pooled ``sqlite3`` connection
+(tests compare the tables both paths leave, row by row). Numbers are bound as SQLAlchemy binds
+them to Optuna's Float columns: a NumPy number as a Python float.
 
 They write only to a RUNNING trial, and return False (None) where Optuna's own path should act
 instead: no such trial or study, a trial in another state (Optuna raises the right error, or
@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 from optuna.distributions import (
     BaseDistribution,
     check_distribution_compatibility,
@@ -83,11 +84,18 @@ def _one_statement(con: sqlite3.Connection, statement: str, args: tuple) -> bool
     return written == 1
 
 
+def _integer(value: int) -> int:
+    """A NumPy integer as a Python int: sqlite3 would bind it as a BLOB of its bytes. (Optuna
+    stores such a step as that BLOB, which then reads back as bytes; here it is the number.)"""
+    return int(value) if isinstance(value, np.integer) else value
+
+
 def set_intermediate_value(con: sqlite3.Connection, trial_id: int, step: int, value: float) -> bool:
-    stored, kind = TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
-    return _one_statement(
-        con, _UPSERT_INTERMEDIATE_VALUE, (trial_id, step, stored, kind.name, trial_id)
-    )
+    # float(): the column is a SQLAlchemy Float, which stores a NumPy number as a REAL; sqlite3
+    # itself would bind np.float32 as a BLOB of its bytes.
+    stored, kind = TrialIntermediateValueModel.intermediate_value_to_stored_repr(float(value))
+    args = (trial_id, _integer(step), stored, kind.name, trial_id)
+    return _one_statement(con, _UPSERT_INTERMEDIATE_VALUE, args)
 
 
 def set_attr(con: sqlite3.Connection, kind: str, trial_id: int, key: str, value: Any) -> bool:
@@ -171,7 +179,7 @@ def set_param(
                 con.execute(
                     "INSERT INTO trial_params"
                     " (trial_id, param_name, param_value, distribution_json) VALUES (?, ?, ?, ?)",
-                    (trial_id, name, internal_value, distribution_to_json(distribution)),
+                    (trial_id, name, float(internal_value), distribution_to_json(distribution)),
                 )
             except sqlite3.IntegrityError:  # set already: Optuna logs and ignores it
                 raise _NotHere from None
@@ -196,7 +204,7 @@ def finish_trial(
             if ended != 1:
                 raise _NotHere
             for objective, value in enumerate(values or ()):
-                stored, kind = TrialValueModel.value_to_stored_repr(value)
+                stored, kind = TrialValueModel.value_to_stored_repr(float(value))
                 con.execute(_UPSERT_VALUE, (trial_id, objective, stored, kind.name))
     except _NotHere:
         return False

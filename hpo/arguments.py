@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 
 import optuna
 
 from hpo import cli
+from hpo.checks import check_space
 from hpo.config import SearchConfig
 from hpo.narrowing import DEFAULT_MARGIN, DEFAULT_TOP_FRACTION
 from hpo.space import Param, load_space, space_from_dict, space_to_dict
 from hpo.stages import LATER_SAMPLER, StageOptions
-from hpo.storage import DEFAULT_STORAGE, check_storage, opened_storage
+from hpo.storage import DEFAULT_STORAGE, check_storage, has_study, opened_storage
 from hpo.study import PRUNERS, SAMPLERS, make_pruner, make_sampler, stored_config
 from models.datasets import DATASETS, load_dataset
 
@@ -210,6 +212,10 @@ def _space(args, base: dict[str, Param]) -> dict[str, Param]:
         if bounds is not None:
             flag = "--" + name.replace("_", "-")
             low, high = bounds
+            if not (math.isfinite(low) and math.isfinite(high)):
+                raise ValueError(
+                    f"{flag}: LOW and HIGH must be finite numbers, but got ({low=}, {high=})."
+                )
             if not low < high:
                 raise ValueError(f"{flag}: `LOW < HIGH` must hold, but got ({low=}, {high=}).")
             if low <= 0:
@@ -255,6 +261,7 @@ def validate(config: SearchConfig, args) -> None:
     """Everything that can be checked before the storage is written to."""
     make_sampler(config.sampler, 0)
     make_pruner(config.pruner, config.epochs)
+    check_space(config)
     dataset = load_dataset(config.dataset, args.data_dir, download=True)
     if config.train_size > len(dataset.x):
         raise ValueError(
@@ -271,15 +278,9 @@ def validate(config: SearchConfig, args) -> None:
 
 def existing_study(url: str, name: str) -> tuple[bool, SearchConfig | None]:
     """Whether the study exists, and its stored configuration, read without writing."""
-    path_exists = check_storage(url, create=True)
-    if not path_exists:
+    if not check_storage(url, create=True) or not has_study(url, name):
         return False, None
     with opened_storage(url, read_only=True) as storage:
-        names = [
-            s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
-        ]
-        if name not in names:
-            return False, None
         return True, stored_config(optuna.load_study(study_name=name, storage=storage))
 
 

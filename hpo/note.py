@@ -14,6 +14,8 @@ import optuna
 from hpo.config import SearchConfig
 
 _CHUNK = 2045  # optuna_dashboard._note.SYSTEM_ATTR_MAX_LENGTH
+_VERSION = "dashboard:note_ver"
+_PREFIX = "dashboard:note_str:"
 
 
 def _range(spec: dict) -> str:
@@ -70,10 +72,18 @@ def save_study_note(study: optuna.Study, body: str) -> None:
 
     The attrs are written directly, in the layout ``optuna_dashboard.save_note`` uses, rather than
     through it: importing optuna-dashboard costs about two seconds, on every study created.
+
+    Chunks left over from a longer earlier note are blanked, as optuna-dashboard does: its reader
+    joins every ``dashboard:note_str:<i>`` attr, so a stale chunk would trail the new body.
     """
     storage, study_id = study._storage, study._study_id
-    version = storage.get_study_system_attrs(study_id).get("dashboard:note_ver", 0) + 1
-    storage.set_study_system_attr(study_id, "dashboard:note_ver", version)
-    for i in range(math.ceil(len(body) / _CHUNK)):
-        chunk = body[i * _CHUNK : (i + 1) * _CHUNK]
-        storage.set_study_system_attr(study_id, f"dashboard:note_str:{i}", chunk)
+    attrs = storage.get_study_system_attrs(study_id)
+    storage.set_study_system_attr(study_id, _VERSION, attrs.get(_VERSION, 0) + 1)
+    n_chunks = math.ceil(len(body) / _CHUNK)
+    for i in range(n_chunks):
+        storage.set_study_system_attr(
+            study_id, f"{_PREFIX}{i}", body[i * _CHUNK : (i + 1) * _CHUNK]
+        )
+    n_stored = sum(key.startswith(_PREFIX) for key in attrs)
+    for i in range(n_chunks, n_stored):
+        storage.set_study_system_attr(study_id, f"{_PREFIX}{i}", "")

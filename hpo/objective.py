@@ -6,6 +6,7 @@ same :func:`trial_setup` rebuilds any stored trial for retraining and exact repl
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ import optuna
 
 from hpo import record
 from hpo.config import SearchConfig
+from hpo.params import NETWORK, OPTIMIZER, PARAMS, TRAINER, value_of
 from hpo.space import space_from_dict, suggest
 from models import MultiLayerNet, Trainer, get_optimizer
 from models.datasets import Split, load_dataset, search_split
@@ -44,32 +46,28 @@ def trial_seed(seed: int, number: int) -> int:
 
 
 def trial_setup(config: SearchConfig, params: dict[str, Any], seed: int) -> TrialSetup:
-    """Map a trial's parameters onto ``models`` keywords, over the configuration's defaults."""
-    n_layers = params.get("n_layers", len(config.hidden))
-    hidden = [params["hidden_size"]] * n_layers if "hidden_size" in params else config.hidden
-    if "n_layers" in params and "hidden_size" not in params:
-        hidden = [config.hidden[0]] * n_layers
+    """Map a trial's parameters onto ``models`` keywords, over the configuration's defaults.
+
+    Each parameter feeds the call and keyword its row of :data:`hpo.params.PARAMS` names; one the
+    trial did not sample takes that row's default, or is left out for the ``models`` default.
+    """
+    kwargs: dict[str, dict[str, Any]] = {NETWORK: {}, OPTIMIZER: {}, TRAINER: {}}
+    for name, spec in PARAMS.items():
+        value = value_of(name, config, params)
+        if value is not None and spec.keyword != "hidden_size_list":
+            kwargs[spec.feeds][spec.keyword] = value
     network_rng, trainer_rng = np.random.SeedSequence(seed).spawn(2)
     network = {
         "input_size": 784,
-        "hidden_size_list": list(hidden),
+        "hidden_size_list": hidden_sizes(config, params),
         "output_size": 10,
-        "activation": params.get("activation", config.activation),
-        "weight_init_std": params.get("weight_init_std", config.weight_init_std),
-        "weight_decay_lambda": params.get("weight_decay", 0.0),
-        "use_batchnorm": params.get("use_batchnorm", False),
-        "use_dropout": params.get("use_dropout", "dropout_ratio" in params),
-        "dropout_ratio": params.get("dropout_ratio", 0.5),
+        **kwargs[NETWORK],
         "rng": int(network_rng.generate_state(1)[0]),
         "dtype": config.dtype,
     }
-    optimizer = {"name": params.get("optimizer", config.optimizer)}
-    for key in ("lr", "momentum"):
-        if key in params:
-            optimizer[key] = params[key]
     trainer = {
         "epochs": config.epochs,
-        "batch_size": params.get("batch_size", config.batch_size),
+        **kwargs[TRAINER],
         "rng": int(trainer_rng.generate_state(1)[0]),
     }
     data = {
@@ -78,7 +76,27 @@ def trial_setup(config: SearchConfig, params: dict[str, Any], seed: int) -> Tria
         "val_rate": config.val_rate,
         "seed": config.seed,
     }
-    return TrialSetup(network, optimizer, trainer, data, seed)
+    return TrialSetup(
+        _in_order(network, MultiLayerNet),
+        _in_order(kwargs[OPTIMIZER], get_optimizer),
+        _in_order(trainer, Trainer),
+        data,
+        seed,
+    )
+
+
+def hidden_sizes(config: SearchConfig, params: dict[str, Any]) -> list[int]:
+    """``hidden_size_list`` from ``n_layers`` and ``hidden_size``; neither: ``config.hidden``."""
+    if "n_layers" not in params and "hidden_size" not in params:
+        return list(config.hidden)
+    n_layers = value_of("n_layers", config, params)
+    return [value_of("hidden_size", config, params)] * n_layers
+
+
+def _in_order(kwargs: dict[str, Any], call: Any) -> dict[str, Any]:
+    """``kwargs`` in the order of ``call``'s signature (then the rest), as a reader expects."""
+    order = {name: i for i, name in enumerate(inspect.signature(call).parameters)}
+    return dict(sorted(kwargs.items(), key=lambda item: order.get(item[0], len(order))))
 
 
 def load_split(config: SearchConfig, data_dir: str | None = None) -> Split:

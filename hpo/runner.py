@@ -1,22 +1,30 @@
 """Running a study in parallel worker processes, with exactly the requested number of trials.
 
 Each worker is a process with one BLAS thread, its own sampler seed, its own pruner and the data
-loaded once: this process is worker 0, the others are processes of joblib's loky executor. Before
-starting a trial, a worker takes a file lock, fails trials whose worker died (heartbeat), and asks
-for a trial only while fewer than the target have finished or are running; so the run ends with
-exactly the requested number of finished trials, even when a worker is killed and its trial
-retried.
+loaded once: this process is worker 0, the others are processes of joblib's loky executor.
+
+A run counts the trials its own workers finish. Each trial a worker asks for is tagged with the
+run's id (system attr ``hpo:run``); before starting a trial, a worker fails trials whose worker
+died (heartbeat), then, holding the study's admission lock (:mod:`hpo.admission`, kept in the
+database), asks for a trial only while fewer than the run's ``n_trials`` of its own trials have
+finished or are running. So every run ends with exactly its requested number of finished trials,
+whatever other runs do on the same study, on this host or another. A dead worker's trial is
+failed and queued again, and counts for the run that finishes it.
+
+Workers end with their run: each one is killed by the kernel when the command dies
+(``PR_SET_PDEATHSIG`` on Linux; elsewhere a thread watches the parent), and the command treats
+SIGTERM and SIGHUP as Ctrl-C.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import copy
-import fcntl
-import hashlib
+import ctypes
 import logging
+import os
 import signal
-import tempfile
+import sys
 import threading
 import time
 import uuid
@@ -25,7 +33,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import optuna
 from joblib.externals.loky import get_reusable_executor
@@ -33,15 +40,19 @@ from joblib.externals.loky.process_executor import TerminatedWorkerError
 from optuna.trial import FrozenTrial, TrialState
 from threadpoolctl import threadpool_limits
 
+from hpo.admission import AdmissionLock
 from hpo.config import SearchConfig
 from hpo.objective import Objective, load_split
-from hpo.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, opened_storage
+from hpo.storage import HEARTBEAT_INTERVAL_S, opened_storage
 from hpo.study import make_pruner, make_sampler
 
 logger = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 RUN_ATTR = "hpo:run"
+# What a command treats as Ctrl-C: `kill`, `systemctl stop` and the OOM killer's polite first
+# step send SIGTERM, a closed terminal SIGHUP.
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -51,10 +62,9 @@ class RunPlan:
     config: dict
     storage_url: str
     study_name: str
-    target: int  # finished trials the study holds when the run is done
+    n_trials: int  # finished trials of its own the run adds
     deadline: float | None  # time.time() after which no trial starts
     data_dir: str | None
-    lock_path: str
     run_id: str  # tags the trials this run's workers ask for (system attr RUN_ATTR)
 
 
@@ -62,33 +72,36 @@ def count_states(study: optuna.Study) -> Counter:
     return Counter(t.state for t in study.get_trials(deepcopy=False))
 
 
-@contextmanager
-def _file_lock(path: str):
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def run_trials(trials: list[FrozenTrial], run_id: str) -> list[FrozenTrial]:
+    """The trials that the run ``run_id``'s workers asked for (or took from the queue)."""
+    return [t for t in trials if t.system_attrs.get(RUN_ATTR) == run_id]
 
 
-def _ask_if_wanted(study: optuna.Study, plan: RunPlan) -> optuna.Trial | None:
-    """A new (or queued) trial, unless finished plus running trials already reach the target."""
+def count_finished(trials: list[FrozenTrial], run_id: str) -> int:
+    """Finished (complete or pruned) trials of the run ``run_id``: what ``--trials`` counts."""
+    return sum(t.state in FINISHED for t in run_trials(trials, run_id))
+
+
+def _ask_if_wanted(
+    study: optuna.Study, plan: RunPlan, admission: AdmissionLock
+) -> optuna.Trial | None:
+    """A new (or queued) trial, unless the run's finished and running trials reach its target."""
     with warnings.catch_warnings():
         # fail_stale_trials is experimental, and ask() warns that heartbeats are meant for
         # optimize(); this loop is optimize()'s trial loop with an admission check added.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
         optuna.storages.fail_stale_trials(study)
-        counts = count_states(study)
-        started = sum(counts[s] for s in (*FINISHED, TrialState.RUNNING))
-        if started >= plan.target:
-            return None
-        trial = study.ask()
-    study._storage.set_trial_system_attr(trial._trial_id, RUN_ATTR, plan.run_id)
-    # Beat at once: a trial that never beat is never found stale, so a worker killed before its
-    # heartbeat thread's first beat would leave the trial RUNNING for ever.
-    study._storage.record_heartbeat(trial._trial_id)
+        with admission.held():
+            own = run_trials(study.get_trials(deepcopy=False), plan.run_id)
+            if sum(t.state in (*FINISHED, TrialState.RUNNING) for t in own) >= plan.n_trials:
+                return None
+            trial = study.ask()
+            # Beat at once: a trial that never beat is never found stale, so a worker killed
+            # before its heartbeat thread's first beat would leave the trial RUNNING for ever.
+            study._storage.record_heartbeat(trial._trial_id)
+            # The tag is written under the lock, so that the next admission counts this trial.
+            study._storage.set_trial_system_attr(trial._trial_id, RUN_ATTR, plan.run_id)
     return trial
 
 
@@ -104,11 +117,32 @@ def _interrupts_held() -> Iterator[list[int]]:
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    previous = {
+        s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in INTERRUPTS
+    }
     try:
         yield received
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def interrupts_as_ctrl_c() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP stop the run as Ctrl-C (SIGINT) does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _raise_interrupt) for s in INTERRUPTS if s != signal.SIGINT}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @contextmanager
@@ -149,7 +183,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -
 
 
 def work(plan: RunPlan, worker: int) -> None:
-    """One worker: run trials until the study holds ``plan.target`` finished trials."""
+    """One worker: run trials until the run's own finished and running trials reach its target."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = SearchConfig.from_dict(plan.config)
     # One BLAS thread per process: two OpenBLAS threads make these small products much slower.
@@ -163,9 +197,10 @@ def work(plan: RunPlan, worker: int) -> None:
         )
         study.pruner = make_pruner(config.pruner, config.epochs)
         objective = Objective(config, split)
+        admission = AdmissionLock(storage.engine, study._study_id)
         while plan.deadline is None or time.time() < plan.deadline:
-            with _interrupts_held() as interrupted, _file_lock(plan.lock_path):
-                trial = _ask_if_wanted(study, plan)
+            with _interrupts_held() as interrupted:
+                trial = _ask_if_wanted(study, plan, admission)
             if interrupted:
                 if trial is not None:
                     study.tell(trial, state=TrialState.FAIL)
@@ -173,11 +208,6 @@ def work(plan: RunPlan, worker: int) -> None:
             if trial is None:
                 return
             _run_trial(study, trial, objective)
-
-
-def lock_path(storage_url: str, study_name: str) -> str:
-    key = hashlib.sha256(f"{storage_url}\0{study_name}".encode()).hexdigest()[:16]
-    return str(Path(tempfile.gettempdir()) / f"hpo-{key}.lock")
 
 
 def run_study(
@@ -190,8 +220,12 @@ def run_study(
     timeout: float | None = None,
     data_dir: str | None = None,
     on_poll: Callable[[list[FrozenTrial]], None] | None = None,
-) -> None:
-    """Add ``n_trials`` finished (complete or pruned) trials to ``study``.
+    run_id: str | None = None,
+) -> int:
+    """Add ``n_trials`` finished (complete or pruned) trials of this run's own to ``study``.
+
+    Other runs may work on the study at the same time, on this host or another: each counts
+    only the trials its own workers finish.
 
     Args:
         study: The study, already created in ``storage_url``.
@@ -202,54 +236,55 @@ def run_study(
         timeout: Seconds after which no new trial starts.
         data_dir: Where data sets are looked for.
         on_poll: Called from a thread about twice a second with the study's trials, for progress.
+        run_id: The tag of this run's trials (see :func:`count_finished`); default: a new one.
+
+    Returns:
+        The finished trials the run added: ``n_trials``, unless the timeout came first.
 
     Raises:
         RuntimeError: If the workers stop making progress (e.g. every trial keeps failing).
+        KeyboardInterrupt: On Ctrl-C, SIGTERM or SIGHUP, once this run's running trials are
+            failed.
     """
-    target = sum(count_states(study)[s] for s in FINISHED) + n_trials
     plan = RunPlan(
         config=config.to_dict(),
         storage_url=storage_url,
         study_name=study.study_name,
-        target=target,
+        n_trials=n_trials,
         deadline=None if timeout is None else time.time() + timeout,
         data_dir=data_dir,
-        lock_path=lock_path(storage_url, study.study_name),
-        run_id=uuid.uuid4().hex,
+        run_id=run_id or uuid.uuid4().hex,
     )
-    with _poller(study, on_poll):
+    with _poller(study, on_poll), interrupts_as_ctrl_c():
         try:
             _run_rounds(study, plan, n_jobs)
         except KeyboardInterrupt:
             _end_orphans(study, plan.run_id, retry=False)
             raise
+    return count_finished(study.get_trials(deepcopy=False), plan.run_id)
 
 
 def _run_rounds(study: optuna.Study, plan: RunPlan, n_jobs: int) -> None:
-    """Launch workers until the target is reached; a dead worker's trial is retried."""
+    """Launch workers until the run has its trials; a dead worker's trial is retried."""
     rounds_without_progress = 0
     while True:
-        finished_before = sum(count_states(study)[s] for s in FINISHED)
+        finished_before = count_finished(study.get_trials(deepcopy=False), plan.run_id)
         try:
             _launch(plan, n_jobs)
         except TerminatedWorkerError:
             logger.warning("A worker process died; its trial is failed and retried.")
         _end_orphans(study, plan.run_id, retry=True)
-        counts = count_states(study)
-        finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
-        if finished >= plan.target or (plan.deadline is not None and time.time() >= plan.deadline):
+        finished = count_finished(study.get_trials(deepcopy=False), plan.run_id)
+        if finished >= plan.n_trials or (
+            plan.deadline is not None and time.time() >= plan.deadline
+        ):
             return
         rounds_without_progress = 0 if finished > finished_before else rounds_without_progress + 1
-        pending = counts[TrialState.RUNNING] + counts[TrialState.WAITING]
-        if rounds_without_progress > 3 or (rounds_without_progress and not pending):
+        if rounds_without_progress > 3:
             raise RuntimeError(
-                f"Workers stopped at {finished} of {plan.target} finished trials, with "
-                f"{counts[TrialState.RUNNING]} trial(s) still RUNNING."
+                f"Workers stopped at {finished} of {plan.n_trials} finished trials: every "
+                "worker died before its trial finished, four times in a row."
             )
-        if counts[TrialState.RUNNING]:
-            # Trials of another run's workers, which may have died: their heartbeats go stale
-            # within the grace period, and the next round's workers fail and retry them.
-            time.sleep(GRACE_PERIOD_S + HEARTBEAT_INTERVAL_S)
 
 
 def _end_orphans(study: optuna.Study, run_id: str, *, retry: bool) -> None:
@@ -283,13 +318,47 @@ def workers_started(n_jobs: int) -> Iterator[None]:
     if n_jobs <= 1:
         yield
         return
-    executor = get_reusable_executor(max_workers=n_jobs - 1)
+    executor = _executor(n_jobs - 1)
     for _ in range(n_jobs - 1):
         executor.submit(_get_ready)
     try:
         yield
     finally:
         executor.shutdown(wait=True, kill_workers=True)
+
+
+def _executor(max_workers: int):
+    """loky's reusable executor, whose workers die with this process."""
+    return get_reusable_executor(
+        max_workers=max_workers, initializer=_die_with_parent, initargs=(os.getpid(),)
+    )
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make this worker process end when ``parent``, the command, ends, however it ends.
+
+    A command killed with SIGKILL (or by the OOM killer) runs no clean-up, and loky's workers
+    would go on running trials for a run that no longer exists. On Linux the kernel kills the
+    worker when its parent dies; elsewhere a thread checks for it every heartbeat interval. The
+    worker's running trial is failed by the next heartbeat check, of any run on the study.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    else:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # died before the line above took effect
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(HEARTBEAT_INTERVAL_S)
+    os._exit(1)
 
 
 def _get_ready() -> None:
@@ -307,7 +376,7 @@ def _launch(plan: RunPlan, n_jobs: int) -> None:
         return
     # joblib.Parallel would run a single task in this process; loky's executor always spawns.
     # The same executor as workers_started', if the run is in its block.
-    executor = get_reusable_executor(max_workers=n_jobs - 1)
+    executor = _executor(n_jobs - 1)
     others = [executor.submit(work, plan, i) for i in range(1, n_jobs)]
     try:
         work(plan, 0)

@@ -14,8 +14,10 @@ import dataclasses
 import gc
 import logging
 import os
+import shlex
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 
 import optuna
@@ -26,10 +28,9 @@ from hpo import cli, record, stages
 from hpo.arguments import add_search_arguments, resolve_config, stage_options, validate
 from hpo.arguments import existing_study as _existing_study
 from hpo.config import SearchConfig
-from hpo.record import FINISHED
-from hpo.runner import run_study, workers_started
+from hpo.runner import count_finished, run_study, workers_started
 from hpo.storage import display_url, ensure_parent, opened_storage
-from hpo.study import create_study, make_sampler
+from hpo.study import create_study, make_sampler, stored_config
 
 logger = logging.getLogger(__name__)
 
@@ -98,15 +99,24 @@ def run_stages(args: argparse.Namespace) -> int:
 
 
 class Progress:
-    """One progress bar for the whole run, fed from the storage; -v adds the book's lines."""
+    """One progress bar for the whole run, fed from the storage; -v adds the book's lines.
+
+    The bar counts the trials this run's workers finish (those tagged ``run_id``), not those of
+    other runs on the same study; -v prints every trial that finishes, whoever ran it.
+    """
 
     def __init__(
-        self, total: int, before: list[optuna.trial.FrozenTrial], verbose: bool, enabled: bool
+        self,
+        total: int,
+        before: list[optuna.trial.FrozenTrial],
+        verbose: bool,
+        enabled: bool,
+        run_id: str,
     ) -> None:
         self.bar = tqdm(total=total, unit="trial", disable=not enabled, dynamic_ncols=True)
-        self.start = sum(t.state in FINISHED for t in before)
         self.seen = {t.number for t in before if t.state.is_finished()}
         self.verbose = verbose
+        self.run_id = run_id
 
     def __call__(self, trials: list[optuna.trial.FrozenTrial]) -> None:
         for t in trials:
@@ -114,7 +124,7 @@ class Progress:
                 self.seen.add(t.number)
                 if self.verbose:
                     tqdm.write(cli.trial_line(t), file=sys.stdout)
-        finished = sum(t.state in FINISHED for t in trials) - self.start
+        finished = count_finished(trials, self.run_id)
         self.bar.update(max(0, min(finished, self.bar.total) - self.bar.n))
 
     def close(self) -> None:
@@ -147,12 +157,44 @@ def _search(args: argparse.Namespace) -> int:
 
     ensure_parent(url)
     with opened_storage(url) as storage:
-        if exists:
+        study = None if exists else _create_unless_taken(storage, args.study, config)
+        if study is None:
             study = optuna.load_study(study_name=args.study, storage=storage)
+            if not exists:
+                # Another command created the study since this one looked: resume it as that
+                # command made it, as if it had been there all along.
+                try:
+                    config = resolve_config(args, _created_config(study))
+                except ValueError as e:
+                    return cli.fail("hpo.search", e)
             study.set_user_attr("config", config.to_dict())
-        else:
-            study = create_study(storage, args.study, config)
         return 0 if run_with_progress(study, config, url, args.trials, args) else 130
+
+
+def _create_unless_taken(storage, name: str, config: SearchConfig) -> optuna.Study | None:
+    """The new study ``name``, or None if another command created one of that name first."""
+    try:
+        return create_study(storage, name, config)
+    except optuna.exceptions.DuplicatedStudyError:
+        return None
+
+
+def _created_config(study: optuna.Study, wait: float = 10.0) -> SearchConfig:
+    """The configuration of a study another command has just created.
+
+    That command stores it right after creating the study; until then the study has none.
+
+    Raises:
+        ValueError: If no configuration appears within ``wait`` seconds (not made by hpo).
+    """
+    deadline = time.monotonic() + wait
+    while (config := stored_config(study)) is None:
+        if time.monotonic() > deadline or study.get_trials(deepcopy=False):
+            raise ValueError(
+                f"--study {study.study_name!r} exists but was not made by hpo (no stored config)."
+            )
+        time.sleep(0.05)
+    return config
 
 
 def n_workers(args: argparse.Namespace) -> int:
@@ -175,7 +217,8 @@ def run_with_progress(
         config.sampler,
         config.pruner,
     )
-    progress = Progress(n_trials, trials, args.verbose, enabled=not args.quiet)
+    run_id = uuid.uuid4().hex
+    progress = Progress(n_trials, trials, args.verbose, enabled=not args.quiet, run_id=run_id)
     start = time.perf_counter()
     try:
         run_study(
@@ -188,17 +231,34 @@ def run_with_progress(
             data_dir=args.data_dir,
             # Nothing to show with -q: no polling, which would cost a read twice a second.
             on_poll=progress if args.verbose or not args.quiet else None,
+            run_id=run_id,
         )
     except KeyboardInterrupt:
         progress.close()
+        done = count_finished(study.get_trials(deepcopy=False), run_id)
         print(
-            "Interrupted; running trials were marked failed. Run the same command to resume.",
+            f"Interrupted after {done} of {n_trials} trials; running trials were marked failed. "
+            + _resume_hint(args, study.study_name, n_trials - done),
             file=sys.stderr,
         )
         return False
     progress.close()
     print_summary(study, url, time.perf_counter() - start)
     return True
+
+
+def _resume_hint(args: argparse.Namespace, study: str, remaining: int) -> str:
+    """What to run to add the trials an interrupted run did not finish."""
+    if args.stages is not None:
+        # Each stage ends with --trials finished trials of its own: the same command resumes.
+        return "Run the same command to resume."
+    command = ["python", "-m", "hpo.search", "--storage", display_url(args.storage)]
+    command += ["--study", study, "--trials", str(remaining)]
+    if args.jobs != 1:
+        command += ["--jobs", str(args.jobs)]
+    if args.data_dir is not None:
+        command += ["--data-dir", args.data_dir]
+    return f"To add the remaining {remaining}: {shlex.join(command)}"
 
 
 def print_summary(study: optuna.Study, url: str, wall: float) -> None:

@@ -17,7 +17,8 @@ A space is a dict ``{name: Param}``. The default is the book's (ch. 6.5): ``lr``
     when = { optimizer = ["momentum", "nesterov"] }
 
 Parameter names are the keywords they feed (DESIGN.md); ``when`` makes a parameter conditional on
-other parameters' values, the way Optuna's define-by-run spaces are.
+other parameters' values, the way Optuna's define-by-run spaces are. What each parameter is, feeds
+and accepts is one table, :data:`hpo.params.PARAMS`; every choice and bound is checked against it.
 """
 
 from __future__ import annotations
@@ -30,21 +31,10 @@ from typing import Any
 
 import optuna
 
-# Every parameter a search may sample, and what it feeds.
-KNOWN_PARAMS: dict[str, str] = {
-    "lr": "the optimizer's learning rate",
-    "weight_decay": "the network's L2 strength (weight_decay_lambda)",
-    "optimizer": "the optimizer's name (sgd, momentum, nesterov, adagrad, rmsprop, adam)",
-    "momentum": "momentum of the momentum and nesterov optimizers",
-    "batch_size": "samples per mini-batch",
-    "n_layers": "number of hidden layers",
-    "hidden_size": "width of every hidden layer",
-    "activation": "relu, sigmoid or tanh",
-    "weight_init_std": "relu/he, sigmoid/xavier, or a fixed standard deviation",
-    "use_batchnorm": "BatchNorm after each hidden Affine layer",
-    "use_dropout": "Dropout after each hidden activation",
-    "dropout_ratio": "probability that Dropout drops a unit",
-}
+from hpo.params import PARAMS, ParamSpec, same_value, toml
+
+# Every parameter a search may sample, and what it feeds (the table: hpo.params.PARAMS).
+KNOWN_PARAMS: dict[str, str] = {name: spec.help for name, spec in PARAMS.items()}
 _PARAM_KEYS = {"low", "high", "log", "step", "choices", "when"}
 
 
@@ -110,7 +100,8 @@ def param_from_dict(name: str, spec: dict[str, Any]) -> Param:
     """Build and validate one parameter from its table.
 
     Raises:
-        ValueError: If the name is unknown, a key is unknown, or the range breaks a rule.
+        ValueError: If the name or a key is unknown, a value has the wrong type, or the range or a
+            choice breaks a rule of :data:`hpo.params.PARAMS` (what ``models`` accepts).
     """
     if name not in KNOWN_PARAMS:
         raise ValueError(f"Unknown search parameter {name!r}; known: {', '.join(KNOWN_PARAMS)}.")
@@ -121,10 +112,7 @@ def param_from_dict(name: str, spec: dict[str, Any]) -> Param:
         raise ValueError(
             f"`{name}` has unknown keys {sorted(unknown)}; allowed: {sorted(_PARAM_KEYS)}."
         )
-    when = spec.get("when", {})
-    if not isinstance(when, dict) or any(k not in KNOWN_PARAMS for k in when):
-        raise ValueError(f"`{name}.when` must map parameter names to values, but got {when!r}.")
-    when = {k: tuple(v) if isinstance(v, list) else (v,) for k, v in when.items()}
+    when = _when_from_dict(name, spec.get("when", {}))
 
     if "choices" in spec:
         choices = spec["choices"]
@@ -132,8 +120,14 @@ def param_from_dict(name: str, spec: dict[str, Any]) -> Param:
             raise ValueError(f"`{name}` has `choices`, so it takes no range, but got {spec!r}.")
         if not isinstance(choices, list) or not choices:
             raise ValueError(f"`{name}.choices` must be a non-empty list, but got {choices!r}.")
-        return Param(choices=tuple(choices), when=when)
+        return check_param(name, Param(choices=tuple(choices), when=when))
 
+    table = PARAMS[name]
+    if table.interval is None:
+        raise ValueError(
+            f"`{name}` is {table.kind}: it takes `choices` from "
+            f"{', '.join(map(toml, table.names))}, not a range, but got {spec!r}."
+        )
     low, high, log, step = (
         spec.get("low"),
         spec.get("high"),
@@ -141,29 +135,152 @@ def param_from_dict(name: str, spec: dict[str, Any]) -> Param:
         spec.get("step"),
     )
     for key, value in (("low", low), ("high", high)):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
+        if not _is_number(value) or not math.isfinite(value):
             raise ValueError(f"`{name}.{key}` must be a finite number, but got {value!r}.")
+    if not isinstance(log, bool):
+        raise ValueError(f"`{name}.log` must be true or false, but got log={log!r}.")
+    if step is not None and not _is_number(step):
+        raise ValueError(f"`{name}.step` must be a number, but got step={step!r}.")
+    if table.kind == "float":
+        # A float parameter stays one, even with bounds written as integers (lr from 1 to 10).
+        low, high = float(low), float(high)
+    return check_param(name, Param(low, high, log=log, step=step, when=when))
+
+
+def check_param(name: str, param: Param) -> Param:
+    """Check one parameter against its row of :data:`hpo.params.PARAMS`; return it unchanged.
+
+    Raises:
+        ValueError: If a choice or bound is not a value ``models`` accepts, or the range breaks a
+            rule of ranges; the message names the parameter, the rule and the value.
+    """
+    table = PARAMS[name]
+    if name in param.when:
+        raise ValueError(
+            f"`{name}.when` must name other parameters, but names `{name}` itself, so it would "
+            "never be sampled."
+        )
+    if param.choices is not None:
+        for choice in param.choices:
+            _check_value(name, table, "choices", choice)
+        return param
+    if table.interval is None:
+        raise ValueError(
+            f"`{name}` is {table.kind}: it takes `choices` from "
+            f"{', '.join(map(toml, table.names))}, not a range, but got {param.to_dict()!r}."
+        )
+    low, high, step = param.low, param.high, param.step
+    for key, value in (("low", low), ("high", high)):
+        if not _is_number(value) or not math.isfinite(value):
+            raise ValueError(f"`{name}.{key}` must be a finite number, but got {key}={value!r}.")
+        _check_value(name, table, key, value)
     if not low < high:
         raise ValueError(f"`low < high` must hold for `{name}`, but got ({low=}, {high=}).")
-    if log and low <= 0:
+    if param.log and low <= 0:
         raise ValueError(f"A log scale needs `low > 0` for `{name}`, but got {low=}.")
-    if step is not None and (not step > 0 or log):
+    if step is None:
+        return param
+    if table.kind == "int" and not (_is_number(step) and step == int(step)):
+        raise ValueError(
+            f"`{name}.step` must be a whole number ({name} is an int parameter), but got {step=}."
+        )
+    if not (_is_number(step) and math.isfinite(step) and step > 0) or param.log:
         raise ValueError(f"`{name}.step` must be > 0 and not on a log scale, but got {step=}.")
-    return Param(low, high, log=bool(log), step=step, when=when)
+    if not step <= high - low:
+        raise ValueError(
+            f"`{name}.step <= high - low` must hold (a grid of one value is no range), but got "
+            f"({step=}, {low=}, {high=})."
+        )
+    return param
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_value(name: str, table: ParamSpec, key: str, value: Any) -> None:
+    """One choice or bound of ``name``: a value of its kind that ``models`` accepts."""
+    got = f"{value!r}" if key == "choices" else f"{key}={value!r}"
+    if table.kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"`{name}.{key}` must be true or false, but got {got}.")
+        return
+    if isinstance(value, str) and table.names:
+        if value not in table.names:
+            raise ValueError(
+                f"`{name}.{key}` must be names that {table.feeds} accepts as {table.keyword} "
+                f"({', '.join(table.names)}), but got {got}."
+            )
+        return
+    if table.interval is None or not _is_number(value):
+        what = f"one of {', '.join(table.names)}" if table.names else "a number"
+        raise ValueError(f"`{name}.{key}` must be {what}, but got {got}.")
+    if table.kind == "int" and not isinstance(value, int):
+        raise ValueError(
+            f"`{name}.{key}` must be an integer ({name} is an int parameter), but got {got}."
+        )
+    if not (math.isfinite(value) and value in table.interval):
+        raise ValueError(
+            f"`{name}.{key}` must lie in {table.interval} ({name} feeds {table.feeds}'s "
+            f"{table.keyword}), but got {got}."
+        )
+
+
+def _when_from_dict(name: str, when: Any) -> dict[str, tuple[Any, ...]]:
+    if not isinstance(when, dict) or any(k not in KNOWN_PARAMS for k in when):
+        raise ValueError(f"`{name}.when` must map parameter names to values, but got {when!r}.")
+    return {k: tuple(v) if isinstance(v, list) else (v,) for k, v in when.items()}
 
 
 def space_from_dict(spec: dict[str, Any]) -> dict[str, Param]:
-    """Build a space from ``{name: table}`` (a parsed TOML file or a stored configuration)."""
+    """Build a space from ``{name: table}`` (a parsed TOML file or a stored configuration).
+
+    Raises:
+        ValueError: If a table is bad (:func:`param_from_dict`), or a ``when`` names a parameter
+            the space does not sample, a value that parameter never has, or none that the space
+            samples.
+    """
     space = {name: param_from_dict(name, table) for name, table in spec.items()}
     for name, param in space.items():
-        for other in param.when:
+        for other, values in param.when.items():
             if other not in space:
                 raise ValueError(f"`{name}.when` names `{other}`, which the space does not sample.")
+            for value in values:
+                try:
+                    _check_value(other, PARAMS[other], "choices", value)
+                except ValueError:
+                    raise ValueError(
+                        f"`{name}.when` must list values of `{other}` "
+                        f"({_known_text(PARAMS[other])}), but got {other}={value!r}."
+                    ) from None
+            if not any(_can_take(space[other], value) for value in values):
+                raise ValueError(
+                    f"`{name}.when` must list a value `{other}` can take "
+                    f"({_values_text(space[other])}), so that {name} is ever sampled, but got "
+                    f"{other} = {list(values)!r}."
+                )
     return space
+
+
+def _can_take(param: Param, value: Any) -> bool:
+    if param.choices is not None:
+        return any(same_value(value, c) for c in param.choices)
+    if not _is_number(value) or (param.is_int and not isinstance(value, int)):
+        return False
+    return param.low <= value <= param.high
+
+
+def _values_text(param: Param) -> str:
+    if param.choices is not None:
+        return ", ".join(map(toml, param.choices))
+    return f"{param.low} to {param.high}"
+
+
+def _known_text(table: ParamSpec) -> str:
+    names = ", ".join(map(toml, table.names))
+    if table.interval is None:
+        return names
+    return f"{names} or a number in {table.interval}" if names else f"a number in {table.interval}"
 
 
 def space_to_dict(space: dict[str, Param]) -> dict[str, dict[str, Any]]:

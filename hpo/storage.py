@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import sqlite3
+import time
 import warnings
 from collections.abc import Container, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import optuna
 import sqlalchemy
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
+from packaging.version import Version
 from sqlalchemy.engine import Connection, make_url
 
 from hpo import _sqlite_writes as writes
@@ -116,6 +119,27 @@ def check_storage(url: str, *, create: bool) -> bool:
     return bool(tables)
 
 
+def has_study(url: str, name: str) -> bool:
+    """Whether the storage at ``url`` holds a study ``name``, looked up without writing.
+
+    Optuna's storage is not opened for this: opening it writes its version row into a database
+    whose tables another command is creating at this moment. A study row comes after that row.
+    """
+    path = sqlite_path(url)
+    kwargs = {"creator": _SQLiteConnect(path, read_only=True)} if path is not None else {}
+    with _opening(url):
+        engine = sqlalchemy.create_engine(url, **kwargs)
+        try:
+            with engine.connect() as con:
+                found = con.execute(_FIND_STUDY, {"name": name}).first()
+        finally:
+            engine.dispose()
+    return found is not None
+
+
+_FIND_STUDY = sqlalchemy.text("SELECT study_id FROM studies WHERE study_name = :name")
+
+
 def _server_tables(url: str) -> set[str]:
     """The tables of a database on a server, listed without writing anything."""
     with _opening(url):
@@ -127,11 +151,20 @@ def _server_tables(url: str) -> set[str]:
 
 
 class _SQLiteConnect:
-    """Opens connections to one SQLite file with the pragmas above (picklable, unlike a closure)."""
+    """Opens connections to one SQLite file with the pragmas above (picklable, unlike a closure;
+    equal to its unpickled copy, so that a storage sent to a worker compares equal)."""
 
     def __init__(self, path: Path, read_only: bool) -> None:
         self.path = str(path)
         self.read_only = read_only
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _SQLiteConnect):
+            return NotImplemented
+        return (self.path, self.read_only) == (other.path, other.read_only)
+
+    def __hash__(self) -> int:
+        return hash((_SQLiteConnect, self.path, self.read_only))
 
     def __call__(self) -> sqlite3.Connection:
         if self.read_only:
@@ -150,7 +183,7 @@ class _SQLiteStorage(optuna.storages.RDBStorage):
     @contextmanager
     def _sqlite3(self) -> Iterator[sqlite3.Connection]:
         """A pooled sqlite3 connection. The DB-API connection directly: SQLAlchemy's Connection
-        and transaction objects cost twice a one-statement write here."""
+        and transaction objects cost more than a one-statement write itself."""
         pooled = self.engine.raw_connection()
         try:
             yield pooled.dbapi_connection
@@ -277,7 +310,28 @@ def open_storage(
         ValueError: If the database cannot be reached or its driver is not installed.
     """
     with _opening(url):
-        return _open(url, heartbeat, read_only)
+        for attempt in range(_CREATE_ATTEMPTS):
+            try:
+                return _open(url, heartbeat, read_only)
+            except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as e:
+                if attempt + 1 == _CREATE_ATTEMPTS or not _lost_creation_race(e):
+                    raise
+            # Another command is creating Optuna's tables in this new database right now: its
+            # tables are there once it commits, and the next attempt uses them.
+            time.sleep(random.uniform(0.05, 0.2))
+    raise AssertionError("unreachable")
+
+
+_CREATE_ATTEMPTS = 5
+
+
+def _lost_creation_race(error: sqlalchemy.exc.SQLAlchemyError) -> bool:
+    """Whether ``error`` says another process created the same tables or version row first."""
+    text = str(error.orig if getattr(error, "orig", None) is not None else error)
+    return any(
+        sign in text
+        for sign in ("already exists", "UNIQUE constraint failed", "duplicate key value")
+    )
 
 
 @contextmanager
@@ -313,12 +367,66 @@ def _opening(url: str) -> Iterator[None]:
         raise ValueError(f"Cannot open storage {display_url(url)}: {reason}") from e
 
 
+# The plain-SQL path (hpo/_sqlite_writes.py, hpo/_sqlite_reads.py) reads and writes Optuna's
+# tables directly, so it is used only with the Optuna releases and the table schema it was
+# written and tested against (.ci/run tests the oldest, 4.9, and the newest). Both are checked:
+# Optuna 5 kept schema 12 (alembic "v3.2.0.a") of Optuna 4 but changed how trial times are
+# stored (UTC instead of local time; hpo/_sqlite_reads.py's STORED_AS_UTC).
+FAST_PATH_OPTUNA = ((4, 9), (5, 0))  # (major, minor) releases
+FAST_PATH_SCHEMA = (12, "v3.2.0.a")  # version_info.schema_version, alembic_version.version_num
+
+
+def fast_path_refusal(path: Path) -> str | None:
+    """Why the plain-SQL path must not be used on this SQLite file; None if it may.
+
+    The file's own schema is read (read-only) when it has Optuna's tables; a new file gets the
+    schema of the installed Optuna.
+    """
+    release = Version(optuna.__version__).release[:2]
+    if release not in FAST_PATH_OPTUNA:
+        written_for = ", ".join(f"{major}.{minor}" for major, minor in FAST_PATH_OPTUNA)
+        return (
+            f"it is written for Optuna {written_for}, but Optuna {optuna.__version__} is installed"
+        )
+    schema = _stored_schema(path)
+    if schema is None:
+        from optuna.storages._rdb.models import SCHEMA_VERSION
+
+        schema = (SCHEMA_VERSION, FAST_PATH_SCHEMA[1])
+    if schema != FAST_PATH_SCHEMA:
+        return f"it is written for table schema {FAST_PATH_SCHEMA}, but {path} has {schema}"
+    return None
+
+
+def _stored_schema(path: Path) -> tuple[int | None, str | None] | None:
+    """``(schema_version, alembic version)`` of a file with Optuna's tables, else None (also
+    for a file that cannot be read: opening it, Optuna raises the error to show)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+            tables = {
+                r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            if not {"version_info", "alembic_version"} <= tables:
+                return None
+            schema = con.execute("SELECT schema_version FROM version_info").fetchone()
+            alembic = con.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        return None
+    return (schema and schema[0], alembic and alembic[0])
+
+
 def _open(url: str, heartbeat: bool, read_only: bool) -> optuna.storages.RDBStorage:
     path = sqlite_path(url)
     storage_class = optuna.storages.RDBStorage
     if path is not None:
         engine_kwargs: dict = {"creator": _SQLiteConnect(path, read_only)}
-        storage_class = _SQLiteStorage
+        refusal = fast_path_refusal(path)
+        if refusal is None:
+            storage_class = _SQLiteStorage
+        else:
+            logger.info("Optuna's own SQL for %s: hpo's plain-SQL path is off, %s.", path, refusal)
     else:
         engine_kwargs = {"pool_pre_ping": True}
     if not heartbeat or read_only:

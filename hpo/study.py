@@ -70,8 +70,8 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     if name not in PRUNERS:
         raise ValueError(f"`pruner` must be one of {PRUNERS}, but got {name!r}.")
     warmup = max(epochs // 5, 1)
-    # Each pruner is asked only at the steps where it can decide (hpo/pruning.py): asking it at
-    # every epoch costs a storage read each time and changes nothing.
+    # Each pruner but Hyperband is asked only at the steps where it can decide (hpo/pruning.py):
+    # asking it at every epoch costs a storage read each time and changes nothing.
     if name == "median":
         pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
         return AtSteps(pruner, range(warmup, epochs))
@@ -85,10 +85,12 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
         pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=warmup, reduction_factor=3)
         return AtSteps(pruner, rung_steps(warmup, 3, epochs))
     if name == "hyperband":
-        pruner = optuna.pruners.HyperbandPruner(
+        # Unwrapped: Optuna shows each trial's sampler only the trials of its bracket when
+        # `isinstance(study.pruner, HyperbandPruner)` (optuna.pruners._filter_study); a wrapper
+        # would hide the brackets and make every sampler see every trial.
+        return optuna.pruners.HyperbandPruner(
             min_resource=warmup, max_resource=epochs, reduction_factor=3
         )
-        return AtSteps(pruner, rung_steps(warmup, 3, epochs))
     return optuna.pruners.NopPruner()
 
 

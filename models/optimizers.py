@@ -63,7 +63,11 @@ class Momentum(Optimizer):
 
 
 class Nesterov(Optimizer):
-    """Nesterov's accelerated gradient in the book's form (after Bengio et al., 2012)."""
+    """Nesterov's accelerated gradient in the book's form (after Bengio et al., 2012).
+
+    ``v = momentum * v - lr * dW``; ``W += momentum**2 * v - (1 + momentum) * lr * dW``, with the
+    velocity of this step (already updated), as the book's ``common/optimizer.py`` does.
+    """
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import datasets
+from models import datasets, idx
 from models.datasets import (
     DATASETS,
     IDX_FILES,
@@ -62,7 +62,7 @@ def tiny_arrays(seed: int = 0, n_train: int = 6, n_test: int = 4) -> dict[str, n
 def register_sums(monkeypatch, name: str, arrays: dict[str, np.ndarray]) -> None:
     """Accept exactly these arrays for ``name``, by the SHA-256 of their decompressed IDX bytes."""
     sums = {s: {"idx": hashlib.sha256(idx_bytes(a)).hexdigest()} for s, a in arrays.items()}
-    monkeypatch.setitem(datasets.SHA256_SUMS, name, sums)
+    monkeypatch.setitem(idx.SHA256_SUMS, name, sums)
 
 
 @pytest.fixture(autouse=True)
@@ -70,9 +70,9 @@ def offline_and_isolated(tmp_path, monkeypatch):
     """No test sees the user's cache, HPO_DATA_DIR, OS data folders or the network."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("HPO_DATA_DIR", raising=False)
-    monkeypatch.setattr(datasets, "SYSTEM_DIRS", {})
+    monkeypatch.setattr(idx, "SYSTEM_DIRS", {})
     nowhere = (tmp_path / "no-mirror").as_uri() + "/"
-    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": (nowhere,), "fashion-mnist": (nowhere,)})
+    monkeypatch.setattr(idx, "MIRRORS", {"mnist": (nowhere,), "fashion-mnist": (nowhere,)})
 
 
 @pytest.fixture
@@ -337,7 +337,7 @@ def test_a_sha256_mismatch_names_the_file_and_both_sums(tiny):
     bad = arrays["t10k-labels-idx1-ubyte"].copy()
     bad[0] = (bad[0] + 1) % 10
     write_idx_set(folder, {"t10k-labels-idx1-ubyte": bad})
-    expected = datasets.SHA256_SUMS["mnist"]["t10k-labels-idx1-ubyte"]["idx"]
+    expected = idx.SHA256_SUMS["mnist"]["t10k-labels-idx1-ubyte"]["idx"]
     found = hashlib.sha256(idx_bytes(bad)).hexdigest()
     with pytest.raises(
         ValueError,
@@ -354,7 +354,7 @@ def test_a_published_gz_sum_accepts_the_gz_but_not_its_uncompressed_bytes(tmp_pa
         s: {"gz": hashlib.sha256((tmp_path / "gz" / f"{s}.gz").read_bytes()).hexdigest()}
         for s in IDX_FILES
     }
-    monkeypatch.setitem(datasets.SHA256_SUMS, "mnist", sums)
+    monkeypatch.setitem(idx.SHA256_SUMS, "mnist", sums)
     assert len(load_dataset("mnist", tmp_path / "gz", download=False).x) == 6
     with pytest.raises(ValueError, match="no sum of the uncompressed file is known"):
         load_dataset("mnist", tmp_path / "raw", download=False)
@@ -395,7 +395,7 @@ def test_download_fetches_missing_files_into_the_cache_and_verifies_them(
     tiny, tmp_path, monkeypatch
 ):
     folder, arrays = tiny
-    monkeypatch.setitem(datasets.MIRRORS, "mnist", (folder.as_uri() + "/",))
+    monkeypatch.setitem(idx.MIRRORS, "mnist", (folder.as_uri() + "/",))
     ds = load_dataset("mnist")
     cache = tmp_path / "cache" / "hpo" / "mnist"
     assert sorted(p.name for p in cache.iterdir()) == sorted(f"{s}.gz" for s in IDX_FILES)
@@ -404,7 +404,7 @@ def test_download_fetches_missing_files_into_the_cache_and_verifies_them(
     def no_network(url, path):
         raise AssertionError(f"fetched {url} although the cache is complete")
 
-    monkeypatch.setattr(datasets, "fetch", no_network)
+    monkeypatch.setattr(idx, "fetch", no_network)
     assert load_dataset("mnist").t.tolist() == ds.t.tolist()
 
 
@@ -414,13 +414,13 @@ def test_download_skips_a_mirror_with_bad_files_and_leaves_no_partial_file(
     folder, arrays = tiny
     corrupt = tmp_path / "corrupt"
     write_idx_set(corrupt, tiny_arrays(seed=5))
-    monkeypatch.setitem(datasets.MIRRORS, "mnist", (corrupt.as_uri() + "/",))
+    monkeypatch.setitem(idx.MIRRORS, "mnist", (corrupt.as_uri() + "/",))
     with pytest.raises(DatasetUnavailableError, match="SHA-256 mismatch"):
         load_dataset("mnist")
     cache = tmp_path / "cache" / "hpo" / "mnist"
     assert list(cache.iterdir()) == []
 
-    monkeypatch.setitem(datasets.MIRRORS, "mnist", (corrupt.as_uri() + "/", folder.as_uri() + "/"))
+    monkeypatch.setitem(idx.MIRRORS, "mnist", (corrupt.as_uri() + "/", folder.as_uri() + "/"))
     assert load_dataset("mnist").t_test.tolist() == arrays["t10k-labels-idx1-ubyte"].tolist()
 
 
@@ -428,7 +428,7 @@ def test_offline_download_raises_a_clear_error_naming_files_and_remedies(monkeyp
     def offline(url, path):
         raise urllib.error.URLError("Temporary failure in name resolution")
 
-    monkeypatch.setattr(datasets, "fetch", offline)
+    monkeypatch.setattr(idx, "fetch", offline)
     with pytest.raises(DatasetUnavailableError, match="name resolution.*--data-dir") as caught:
         load_dataset("mnist")
     assert all(f"{stem}.gz" in str(caught.value) for stem in IDX_FILES)
@@ -436,7 +436,7 @@ def test_offline_download_raises_a_clear_error_naming_files_and_remedies(monkeyp
 
 @pytest.mark.skipif(not DEBIAN_FASHION.exists(), reason="apt-get install dataset-fashion-mnist")
 def test_real_fashion_mnist_from_debian_passes_its_sha256_checks(monkeypatch):
-    monkeypatch.setitem(datasets.SYSTEM_DIRS, "fashion-mnist", (DEBIAN_FASHION,))
+    monkeypatch.setitem(idx.SYSTEM_DIRS, "fashion-mnist", (DEBIAN_FASHION,))
     ds = load_dataset("fashion-mnist", dtype=np.float32, download=False)
     assert ds.x.shape == (60000, 784) and ds.x_test.shape == (10000, 784)
     assert np.bincount(ds.t).tolist() == [6000] * 10
@@ -444,3 +444,50 @@ def test_real_fashion_mnist_from_debian_passes_its_sha256_checks(monkeypatch):
     assert 0.0 == ds.x.min() < ds.x.max() == 1.0
     split = search_split(ds, rng=0)
     assert (len(split.x_train), len(split.x_val), len(split.x_test)) == (400, 100, 10000)
+
+
+# --- module layout ------------------------------------------------------------------------------
+
+
+# Every public name models.datasets had before the IDX code moved to models.idx.
+PUBLIC_NAMES = [
+    "DATASETS",
+    "FETCH_TIMEOUT",
+    "IDX_FILES",
+    "MIRRORS",
+    "SHA256_SUMS",
+    "SYSTEM_DIRS",
+    "Dataset",
+    "DatasetUnavailableError",
+    "Split",
+    "cache_dir",
+    "fetch",
+    "load_dataset",
+    "read_idx",
+    "search_split",
+    "train_val_split",
+    "validate_arrays",
+]
+
+
+@pytest.mark.parametrize("name", PUBLIC_NAMES)
+def test_every_public_name_is_still_importable_from_models_datasets(name):
+    assert hasattr(datasets, name)
+    # Re-exported, so both names are one object (but for the two the autouse fixture rebinds).
+    if hasattr(idx, name) and name not in ("MIRRORS", "SYSTEM_DIRS"):
+        assert getattr(datasets, name) is getattr(idx, name)
+
+
+def test_a_missing_file_raises_the_same_error_class_from_either_module():
+    assert datasets.DatasetUnavailableError is idx.DatasetUnavailableError
+    assert issubclass(datasets.DatasetUnavailableError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).resolve().parents[2] / "models").glob("*.py")),
+    ids=lambda p: p.name,
+)
+def test_no_module_of_models_is_over_400_lines(path):
+    n_lines = len(path.read_text().splitlines())
+    assert n_lines <= 400, f"{path.name} has {n_lines} lines"

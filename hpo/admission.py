@@ -1,0 +1,109 @@
+"""Admission of new trials, coordinated through the study's own database.
+
+A run adds exactly the trials it was asked for only if "count this run's trials, then ask for
+one" is a single step for all of its workers, wherever they run. A file lock holds only on one
+host, so the step holds a lock that lives in the database every worker already shares: a row of
+Optuna's ``study_system_attributes`` table under the key ``hpo:admission``, which the table's
+unique (study_id, key) constraint lets one holder insert at a time.
+
+The row is a lease: it names its holder and a time after which any worker may take it over, so
+a holder killed while it holds the lock (a few milliseconds per trial) delays the others by at
+most ``LEASE_S`` and never blocks them for good. Only the admission step is under the lock; the
+sampler draws a trial's parameters after it, at the trial's first suggestion (Optuna samples
+lazily), so the workers' sampling is never serialised.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy
+from sqlalchemy.engine import Engine
+
+ADMISSION_KEY = "hpo:admission"
+LEASE_S = 30.0  # far longer than an admission takes (milliseconds), short enough to recover
+_FIRST_WAIT_S, _LONGEST_WAIT_S = 0.001, 0.05
+
+_TABLE = "study_system_attributes"
+_INSERT = sqlalchemy.text(
+    f"INSERT INTO {_TABLE} (study_id, key, value_json) VALUES (:study_id, :key, :value)"
+)
+# SQLite and PostgreSQL both take the upsert clause; a conflict then inserts nothing.
+_INSERT_IF_FREE = sqlalchemy.text(f"{_INSERT.text} ON CONFLICT (study_id, key) DO NOTHING")
+_READ = sqlalchemy.text(
+    f"SELECT value_json FROM {_TABLE} WHERE study_id = :study_id AND key = :key"
+)
+_TAKE_OVER = sqlalchemy.text(
+    f"UPDATE {_TABLE} SET value_json = :value "
+    "WHERE study_id = :study_id AND key = :key AND value_json = :old"
+)
+_RELEASE = sqlalchemy.text(
+    f"DELETE FROM {_TABLE} WHERE study_id = :study_id AND key = :key AND value_json = :value"
+)
+
+
+class AdmissionLock:
+    """The admission lock of one study, held through ``engine``'s database.
+
+    Args:
+        engine: The SQLAlchemy engine of the study's Optuna storage.
+        study_id: The study's id in that storage.
+        lease: Seconds after which a lock that was not released may be taken over.
+    """
+
+    def __init__(self, engine: Engine, study_id: int, lease: float = LEASE_S) -> None:
+        if not lease > 0:
+            raise ValueError(f"`lease > 0` must hold, but got ({lease=}).")
+        self.engine = engine
+        self.study_id = study_id
+        self.lease = lease
+        self._upsert = engine.dialect.name in ("sqlite", "postgresql")
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the lock while the block runs; wait for it first if another worker holds it."""
+        value = self._acquire()
+        try:
+            yield
+        finally:
+            with self.engine.begin() as con:
+                con.execute(_RELEASE, self._row(value))
+
+    def _row(self, value: str, **extra: str) -> dict[str, object]:
+        return {"study_id": self.study_id, "key": ADMISSION_KEY, "value": value, **extra}
+
+    def _acquire(self) -> str:
+        wait = _FIRST_WAIT_S
+        while True:
+            value = json.dumps({"holder": uuid.uuid4().hex, "until": time.time() + self.lease})
+            if self._try_insert(value) or self._try_take_over(value):
+                return value
+            # Jittered, growing waits: workers that collide once do not collide again in step.
+            time.sleep(wait * random.uniform(0.5, 1.5))
+            wait = min(2 * wait, _LONGEST_WAIT_S)
+
+    def _try_insert(self, value: str) -> bool:
+        try:
+            with self.engine.begin() as con:
+                return (
+                    con.execute(
+                        _INSERT_IF_FREE if self._upsert else _INSERT, self._row(value)
+                    ).rowcount
+                    == 1
+                )
+        except sqlalchemy.exc.IntegrityError:
+            return False  # back ends without the upsert clause: the row is there
+
+    def _try_take_over(self, value: str) -> bool:
+        """Take the lock from a holder whose lease ran out (it died holding it)."""
+        with self.engine.begin() as con:
+            old = con.execute(_READ, self._row(value)).scalar()
+            if old is None or json.loads(old)["until"] > time.time():
+                return False
+            # Compare and swap: of two workers that find the same expired lease, one wins.
+            return con.execute(_TAKE_OVER, self._row(value, old=old)).rowcount == 1

@@ -313,7 +313,7 @@ def open_storage(
         for attempt in range(_CREATE_ATTEMPTS):
             try:
                 return _open(url, heartbeat, read_only)
-            except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as e:
+            except (sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError) as e:
                 if attempt + 1 == _CREATE_ATTEMPTS or not _lost_creation_race(e):
                     raise
             # Another command is creating Optuna's tables in this new database right now: its
@@ -325,9 +325,9 @@ def open_storage(
 _CREATE_ATTEMPTS = 5
 
 
-def _lost_creation_race(error: sqlalchemy.exc.SQLAlchemyError) -> bool:
+def _lost_creation_race(error: Exception) -> bool:
     """Whether ``error`` says another process created the same tables or version row first."""
-    text = str(error.orig if getattr(error, "orig", None) is not None else error)
+    text = f"{error} {error.__cause__}"
     return any(
         sign in text
         for sign in ("already exists", "UNIQUE constraint failed", "duplicate key value")

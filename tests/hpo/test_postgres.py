@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 from hpo import best_params, search
 from hpo.config import SearchConfig
+from hpo.runner import FINISHED, RUN_ATTR
 
 # The driver of postgresql:// URLs: psycopg2 under SQLAlchemy 2.0, psycopg (3) from 2.1 on.
 DRIVER = sqlalchemy.engine.make_url("postgresql://").get_driver_name()
@@ -250,3 +251,63 @@ def test_best_params_of_an_empty_database_is_an_error_that_creates_no_table(serv
     with pytest.raises(ValueError, match="holds no studies"):
         best_params(server.url(database="empty"), "default")
     assert server.tables("empty") == set()
+
+
+# Commands on separate hosts: separate processes, each with a TMPDIR and HOME of its own, so
+# that nothing but the database can coordinate them.
+
+
+def start_host(tmp_path: Path, host: str, url: str, *args: str) -> subprocess.Popen:
+    home = tmp_path / host
+    (home / "tmp").mkdir(parents=True)
+    env = {**os.environ, "HOME": str(home), "TMPDIR": str(home / "tmp")}
+    command = [sys.executable, "-m", "hpo.search", "--storage", url, "-q", *TINY, *args]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+def wait_all(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+
+
+def finished_by_run(url: str, name: str) -> list[int]:
+    study = optuna.load_study(study_name=name, storage=url)
+    runs = Counter(t.system_attrs.get(RUN_ATTR) for t in study.trials if t.state in FINISHED)
+    return sorted(runs.values())
+
+
+def test_commands_on_two_hosts_on_one_study_each_add_exactly_their_trials(server, tmp_path):
+    url = server.url()
+    wait_all([start_host(tmp_path, "first", url, "--study", "hosts", "--trials", "2")])
+
+    wait_all(
+        [
+            start_host(tmp_path, host, url, "--study", "hosts", "--trials", "7", "--jobs", "2")
+            for host in ("a", "b")
+        ]
+    )
+
+    assert finished_by_run(url, "hosts") == [2, 7, 7]
+    counts = states(url, "hosts")
+    assert counts[TrialState.RUNNING] == counts[TrialState.WAITING] == 0
+
+
+@pytest.mark.parametrize("where", ["a new database", "a new study"])
+def test_commands_started_at_once_on_a_server_all_work(server, tmp_path, where):
+    database = "fresh" if where == "a new database" else "hpo"
+    if where == "a new database":
+        server.execute("postgres", "DROP DATABASE IF EXISTS fresh", "CREATE DATABASE fresh")
+    url = server.url(database=database)
+
+    wait_all(
+        [
+            start_host(tmp_path, f"host{i}", url, "--study", "raced", "--trials", "2")
+            for i in range(3)
+        ]
+    )
+
+    assert finished_by_run(url, "raced") == [2, 2, 2]

@@ -24,6 +24,7 @@ import ctypes
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -35,6 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import optuna
+import sqlalchemy
 from joblib.externals.loky import get_reusable_executor
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 from optuna.trial import FrozenTrial, TrialState
@@ -182,8 +184,11 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -
             raise KeyboardInterrupt
 
 
-def work(plan: RunPlan, worker: int) -> None:
-    """One worker: run trials until the run's own finished and running trials reach its target."""
+def work(plan: RunPlan, worker: int, stop: threading.Event | None = None) -> None:
+    """One worker: run trials until the run's own finished and running trials reach its target.
+
+    ``stop``, when set, ends the loop before the next trial (another worker of the run failed).
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = SearchConfig.from_dict(plan.config)
     # One BLAS thread per process: two OpenBLAS threads make these small products much slower.
@@ -199,6 +204,8 @@ def work(plan: RunPlan, worker: int) -> None:
         objective = Objective(config, split)
         admission = AdmissionLock(storage.engine, study._study_id)
         while plan.deadline is None or time.time() < plan.deadline:
+            if stop is not None and stop.is_set():
+                return
             with _interrupts_held() as interrupted:
                 trial = _ask_if_wanted(study, plan, admission)
             if interrupted:
@@ -243,6 +250,8 @@ def run_study(
 
     Raises:
         RuntimeError: If the workers stop making progress (e.g. every trial keeps failing).
+        StorageFailure: If the storage fails (disk full, server gone), once this run's running
+            trials are failed where the storage still takes writes.
         KeyboardInterrupt: On Ctrl-C, SIGTERM or SIGHUP, once this run's running trials are
             failed.
     """
@@ -261,7 +270,49 @@ def run_study(
         except KeyboardInterrupt:
             _end_orphans(study, plan.run_id, retry=False)
             raise
+        except STORAGE_ERRORS as e:
+            try:
+                _end_orphans(study, plan.run_id, retry=False)
+            except STORAGE_ERRORS:
+                # It takes no writes: the next run's heartbeat check fails those trials.
+                logger.debug("Could not fail this run's running trials.", exc_info=True)
+            try:
+                finished = count_finished(study.get_trials(deepcopy=False), plan.run_id)
+            except STORAGE_ERRORS:
+                finished = None  # it cannot be read either
+            raise StorageFailure(storage_reason(e), finished) from e
     return count_finished(study.get_trials(deepcopy=False), plan.run_id)
+
+
+class StorageFailure(RuntimeError):
+    """The storage failed in the middle of a run (disk full, server gone); finished trials are
+    kept, and the run can be continued once the cause is gone.
+
+    Args:
+        reason: The database's words, on one line.
+        finished: The trials the run had finished, or None if the storage could not tell.
+    """
+
+    def __init__(self, reason: str, finished: int | None) -> None:
+        super().__init__(reason)
+        self.finished = finished
+
+
+# What a storage that stops working raises: SQLAlchemy's errors, Optuna's wrapper of them, and
+# sqlite3's own from the plain-SQL path (hpo/_sqlite_writes.py).
+STORAGE_ERRORS = (
+    sqlalchemy.exc.SQLAlchemyError,
+    optuna.exceptions.StorageInternalError,
+    sqlite3.DatabaseError,
+)
+
+
+def storage_reason(error: BaseException) -> str:
+    """The database's own words for ``error``, on one line."""
+    while error.__cause__ is not None and isinstance(error, optuna.exceptions.StorageInternalError):
+        error = error.__cause__
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _run_rounds(study: optuna.Study, plan: RunPlan, n_jobs: int) -> None:
@@ -378,8 +429,12 @@ def _launch(plan: RunPlan, n_jobs: int) -> None:
     # The same executor as workers_started', if the run is in its block.
     executor = _executor(n_jobs - 1)
     others = [executor.submit(work, plan, i) for i in range(1, n_jobs)]
+    # A worker that fails (its storage gone, say) stops this process's loop too, after its trial.
+    failed = threading.Event()
+    for future in others:
+        future.add_done_callback(lambda f: f.exception() is not None and failed.set())
     try:
-        work(plan, 0)
+        work(plan, 0, stop=failed)
         for future in others:
             future.result()  # waits, and raises what the worker raised
     except BaseException:

@@ -28,7 +28,7 @@ from hpo import cli, record, stages
 from hpo.arguments import add_search_arguments, resolve_config, stage_options, validate
 from hpo.arguments import existing_study as _existing_study
 from hpo.config import SearchConfig
-from hpo.runner import count_finished, run_study, workers_started
+from hpo.runner import StorageFailure, count_finished, run_study, workers_started
 from hpo.storage import display_url, ensure_parent, opened_storage
 from hpo.study import create_study, make_sampler, stored_config
 
@@ -134,11 +134,31 @@ class Progress:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.configure_logging(-1 if args.quiet else (1 if args.verbose else 0))
+    jobs, cores = n_workers(args), usable_cores()
+    if jobs > cores:
+        # Kept as asked (the user may know better), but trials will share the cores.
+        print(
+            f"hpo.search: warning: --jobs {jobs} is more than the {cores} core(s) this process "
+            "may use; the workers will share them and each trial will run slower.",
+            file=sys.stderr,
+        )
     # The other workers start while this process checks the input and prepares the study.
-    with workers_started(n_workers(args)):
-        if args.stages is not None:
-            return run_stages(args)
-        return _search(args)
+    with workers_started(jobs):
+        try:
+            if args.stages is not None:
+                return run_stages(args)
+            return _search(args)
+        except StorageFailure as e:
+            kept = "the finished trials are kept"
+            hint = "Run the same command again once the cause is gone."
+            if e.finished is not None:
+                kept = f"{e.finished} of {args.trials} finished and are kept"
+                if args.stages is None:
+                    hint = "Once the cause is gone, " + _resume_hint(
+                        args, args.study, args.trials - e.finished
+                    ).replace("To add", "add", 1)
+            print(f"hpo.search: error: the storage failed ({e}); {kept}. {hint}", file=sys.stderr)
+            return 1
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -197,9 +217,16 @@ def _created_config(study: optuna.Study, wait: float = 10.0) -> SearchConfig:
     return config
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), which a container may limit."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def n_workers(args: argparse.Namespace) -> int:
-    """Worker processes for ``--jobs``: -1 is one per core."""
-    return (os.cpu_count() or 1) if args.jobs == -1 else args.jobs
+    """Worker processes for ``--jobs``: -1 is one per usable core."""
+    return usable_cores() if args.jobs == -1 else args.jobs
 
 
 def run_with_progress(

@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
+from hpo import search
 from hpo.admission import ADMISSION_KEY, AdmissionLock
 from hpo.runner import RUN_ATTR
 from hpo.storage import GRACE_PERIOD_S, open_storage
@@ -259,3 +260,17 @@ def test_a_lease_must_be_positive(study_lock):
     storage, study = study_lock
     with pytest.raises(ValueError, match=r"`lease > 0` must hold, but got \(lease=0\)"):
         AdmissionLock(storage.engine, study._study_id, lease=0)
+
+
+def test_more_jobs_than_usable_cores_warns_in_one_line_and_runs_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(search, "usable_cores", lambda: 1)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+
+    assert search.main(["--storage", url, "-q", *TINY, "--trials", "3", "--jobs", "2"]) == 0
+
+    err = capsys.readouterr().err
+    assert err == (
+        "hpo.search: warning: --jobs 2 is more than the 1 core(s) this process may use; the "
+        "workers will share them and each trial will run slower.\n"
+    )
+    assert sorted(finished_by_run(url).values()) == [3]

@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
-import ctypes
 import logging
 import os
-import signal
 import sqlite3
-import sys
 import threading
 import time
 import uuid
@@ -44,6 +41,7 @@ from threadpoolctl import threadpool_limits
 
 from hpo.admission import AdmissionLock
 from hpo.config import SearchConfig
+from hpo.lifetime import die_with_parent, interrupts_as_ctrl_c, interrupts_held
 from hpo.objective import Objective, load_split
 from hpo.storage import HEARTBEAT_INTERVAL_S, opened_storage
 from hpo.study import make_pruner, make_sampler
@@ -52,9 +50,6 @@ logger = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 RUN_ATTR = "hpo:run"
-# What a command treats as Ctrl-C: `kill`, `systemctl stop` and the OOM killer's polite first
-# step send SIGTERM, a closed terminal SIGHUP.
-INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -108,46 +103,6 @@ def _ask_if_wanted(
 
 
 @contextmanager
-def _interrupts_held() -> Iterator[list[int]]:
-    """Hold Ctrl-C while the block runs; the list it gives holds the signals that arrived.
-
-    For the steps that must not be cut in two: creating a trial (with its run tag and first
-    beat) and telling its end. The caller fails the trial, or finishes telling, and then raises
-    ``KeyboardInterrupt`` if the list is not empty.
-    """
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-    previous = {
-        s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in INTERRUPTS
-    }
-    try:
-        yield received
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-@contextmanager
-def interrupts_as_ctrl_c() -> Iterator[None]:
-    """While the block runs, SIGTERM and SIGHUP stop the run as Ctrl-C (SIGINT) does."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, _raise_interrupt) for s in INTERRUPTS if s != signal.SIGINT}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-@contextmanager
 def _every(interval: float, action: Callable[[], object]):
     """Call ``action`` from a thread every ``interval`` seconds while the block runs."""
     stop = threading.Event()
@@ -178,7 +133,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -
     finally:
         # Interrupted, broken or done, the trial never stays RUNNING: not even when Ctrl-C
         # comes while it is being told.
-        with _interrupts_held() as interrupted:
+        with interrupts_held() as interrupted:
             study.tell(trial, value, state=state)
         if interrupted:
             raise KeyboardInterrupt
@@ -206,7 +161,7 @@ def work(plan: RunPlan, worker: int, stop: threading.Event | None = None) -> Non
         while plan.deadline is None or time.time() < plan.deadline:
             if stop is not None and stop.is_set():
                 return
-            with _interrupts_held() as interrupted:
+            with interrupts_held() as interrupted:
                 trial = _ask_if_wanted(study, plan, admission)
             if interrupted:
                 if trial is not None:
@@ -381,35 +336,8 @@ def workers_started(n_jobs: int) -> Iterator[None]:
 def _executor(max_workers: int):
     """loky's reusable executor, whose workers die with this process."""
     return get_reusable_executor(
-        max_workers=max_workers, initializer=_die_with_parent, initargs=(os.getpid(),)
+        max_workers=max_workers, initializer=die_with_parent, initargs=(os.getpid(),)
     )
-
-
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _die_with_parent(parent: int) -> None:
-    """Make this worker process end when ``parent``, the command, ends, however it ends.
-
-    A command killed with SIGKILL (or by the OOM killer) runs no clean-up, and loky's workers
-    would go on running trials for a run that no longer exists. On Linux the kernel kills the
-    worker when its parent dies; elsewhere a thread checks for it every heartbeat interval. The
-    worker's running trial is failed by the next heartbeat check, of any run on the study.
-    """
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    else:
-        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    if os.getppid() != parent:  # died before the line above took effect
-        os._exit(1)
-
-
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(HEARTBEAT_INTERVAL_S)
-    os._exit(1)
 
 
 def _get_ready() -> None:

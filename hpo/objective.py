@@ -17,6 +17,7 @@ import optuna
 from hpo import record
 from hpo.config import SearchConfig
 from hpo.params import NETWORK, OPTIMIZER, PARAMS, TRAINER, value_of
+from hpo.pruning import TRAIN_LOSS, curve_steps
 from hpo.space import space_from_dict, suggest
 from models import MultiLayerNet, Trainer, get_optimizer
 from models.datasets import Split, load_dataset, search_split
@@ -67,6 +68,7 @@ def trial_setup(config: SearchConfig, params: dict[str, Any], seed: int) -> Tria
     }
     trainer = {
         "epochs": config.epochs,
+        "train_metrics": config.train_metrics,
         **kwargs[TRAINER],
         "rng": int(trainer_rng.generate_state(1)[0]),
     }
@@ -140,7 +142,14 @@ class Objective:
         seed = trial_seed(self.config.seed, trial.number)
         record.write_seed(trial, seed)
 
+        # A pruner that judges the training loss reads the curve so far from the trial's attrs.
+        loss_steps = curve_steps(getattr(getattr(trial, "study", None), "pruner", None))
+        losses: list[float] = []
+
         def report(epoch: int, metrics: dict[str, float]) -> None:
+            losses.append(metrics[TRAIN_LOSS])
+            if epoch in loss_steps:
+                trial.set_user_attr(TRAIN_LOSS, list(losses))  # a copy: in-memory storages keep it
             trial.report(metrics[record.OBJECTIVE_METRIC], epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")

@@ -14,7 +14,7 @@ from hpo.config import SearchConfig
 logger = logging.getLogger(__name__)
 
 SAMPLERS = ("random", "tpe", "qmc", "cmaes", "gp")
-PRUNERS = ("median", "percentile", "sha", "hyperband", "none")
+PRUNERS = ("loss", "median", "percentile", "sha", "hyperband", "none")
 # Optional samplers need packages beyond Optuna's own; the extra that installs them.
 _SAMPLER_NEEDS = {"cmaes": (("cmaes",), "cmaes"), "gp": (("torch", "scipy"), "gp")}
 
@@ -65,7 +65,7 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     Raises:
         ValueError: If the name is unknown.
     """
-    from hpo.pruning import AtSteps, rung_steps
+    from hpo.pruning import AnyOf, AtSteps, LossFallPruner, rung_steps
 
     if name not in PRUNERS:
         raise ValueError(f"`pruner` must be one of {PRUNERS}, but got {name!r}.")
@@ -75,12 +75,19 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     if name == "median":
         pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
         return AtSteps(pruner, range(warmup, epochs))
-    if name == "percentile":
+    if name in ("percentile", "loss"):
         start, interval = max(epochs // 6, 1), max(epochs // 10, 1)
         pruner = optuna.pruners.PercentilePruner(
             25.0, n_startup_trials=5, n_warmup_steps=start, interval_steps=interval
         )
-        return AtSteps(pruner, range(start, epochs, interval))
+        percentile = AtSteps(pruner, range(start, epochs, interval))
+        if name == "percentile":
+            return percentile
+        # The training loss's fall judges first, at epoch 3 of 50, where the accuracy is noise.
+        step = max(epochs // 16, 2)
+        if step >= start:
+            return percentile
+        return AnyOf(LossFallPruner(step), percentile)
     if name == "sha":
         pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=warmup, reduction_factor=3)
         return AtSteps(pruner, rung_steps(warmup, 3, epochs))

@@ -8,6 +8,10 @@ Differences from the book, on purpose:
 - Losses come from the per-epoch evaluation pass that also gives the accuracies; no extra
   forward pass runs per iteration only to log a loss.
 - A non-finite loss stops training at once and the result records it.
+- ``train_metrics="batches"`` takes the training loss and accuracy from the epoch's own training
+  forward passes (their mean over the epoch, as Keras reports them) instead of a separate
+  evaluation pass over the training set, which costs about a quarter of an epoch of the book's
+  network on 400 samples (benchmarks/bench_search.py).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from models.network import MultiLayerNet
 from models.optimizers import Optimizer
 
 SAMPLINGS = ("shuffle", "replacement")
+TRAIN_METRICS = ("eval", "batches")
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
 
 EpochCallback = Callable[[int, dict[str, float]], Any]
@@ -33,8 +38,9 @@ class TrainResult:
     """What a training run produced.
 
     Attributes:
-        history: Per-epoch ``train_loss``, ``train_acc``, ``val_loss`` and ``val_acc``, each
-            measured in evaluation mode after the epoch's updates.
+        history: Per-epoch ``train_loss``, ``train_acc``, ``val_loss`` and ``val_acc``; the
+            validation ones measured in evaluation mode after the epoch's updates, the training
+            ones too or, with ``train_metrics="batches"``, the means over the epoch's batches.
         epochs_run: Epochs whose updates all ran.
         diverged: Whether a loss became NaN or infinite.
         diverged_epoch: The epoch (1-based) in which it did, else None.
@@ -61,6 +67,11 @@ class Trainer:
         sampling: "shuffle" (every sample once per epoch) or "replacement" (the book's batches).
         eval_sample_size: Evaluate accuracy on only the first this-many samples of each set
             (the book's ``evaluate_sample_num_per_epoch``); None evaluates all.
+        train_metrics: "eval": the training loss and accuracy come from an evaluation-mode pass
+            over the training set after the epoch's updates, like the validation ones;
+            "batches": they are the sample-weighted means of the epoch's training batches' loss
+            (weight decay included) and accuracy, each measured in training mode before that
+            batch's update: no extra pass, a little behind the weights at the epoch's end.
         rng: Seed or generator for the batch order.
         on_epoch_end: Called as ``on_epoch_end(epoch, metrics)`` after each epoch's evaluation,
             with the 1-based epoch and that epoch's metrics. An exception it raises stops training
@@ -83,6 +94,7 @@ class Trainer:
         batch_size: int = 100,
         sampling: str = "shuffle",
         eval_sample_size: int | None = None,
+        train_metrics: str = "eval",
         rng: int | np.random.Generator | None = None,
         on_epoch_end: EpochCallback | None = None,
     ) -> None:
@@ -92,6 +104,10 @@ class Trainer:
             raise ValueError(f"`batch_size >= 1` must hold, but got {batch_size=}.")
         if sampling not in SAMPLINGS:
             raise ValueError(f"`sampling` must be one of {SAMPLINGS}, but got {sampling=}.")
+        if train_metrics not in TRAIN_METRICS:
+            raise ValueError(
+                f"`train_metrics` must be one of {TRAIN_METRICS}, but got {train_metrics=}."
+            )
         if eval_sample_size is not None and eval_sample_size < 1:
             raise ValueError(f"`eval_sample_size >= 1` must hold, but got {eval_sample_size=}.")
         for x, t, name in ((x_train, t_train, "train"), (x_val, t_val, "val")):
@@ -111,6 +127,7 @@ class Trainer:
         self.batch_size = int(batch_size)
         self.sampling = sampling
         self.eval_sample_size = eval_sample_size
+        self.train_metrics = train_metrics
         self.rng = np.random.default_rng(rng)
         self.on_epoch_end = on_epoch_end
         self.result = TrainResult()
@@ -149,19 +166,29 @@ class Trainer:
 
     def _train(self) -> TrainResult:
         net, history = self.network, self.result.history
+        from_batches = self.train_metrics == "batches"
         for epoch in range(1, self.epochs + 1):
+            loss_sum = correct = seen = 0.0
             for idx in self._batches():
-                loss, grads = net.loss_and_gradient(
-                    self.x_train.take(idx, axis=0), self.t_train.take(idx, axis=0)
-                )
+                t = self.t_train.take(idx, axis=0)
+                loss, grads = net.loss_and_gradient(self.x_train.take(idx, axis=0), t)
                 if not math.isfinite(loss):
                     return self._diverge(epoch, "training loss", loss)
+                if from_batches:
+                    # The scores of this forward pass, before the update below changes the weights.
+                    labels = t.argmax(axis=1) if t.ndim == 2 else t
+                    correct += float((net.last_layer.y.argmax(axis=1) == labels).sum())
+                    loss_sum += loss * len(idx)
+                    seen += len(idx)
                 self.optimizer.update(net.params, grads)
 
             val_loss, val_acc = self._evaluate(self.x_val, self.t_val)
             if not math.isfinite(val_loss):
                 return self._diverge(epoch, "validation loss", val_loss)
-            train_loss, train_acc = self._evaluate(self.x_train, self.t_train)
+            if from_batches:
+                train_loss, train_acc = loss_sum / seen, correct / seen
+            else:
+                train_loss, train_acc = self._evaluate(self.x_train, self.t_train)
             metrics = {
                 "train_loss": train_loss,
                 "train_acc": train_acc,

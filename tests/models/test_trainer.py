@@ -181,6 +181,42 @@ def test_metrics_come_from_evaluation_mode_after_the_epochs_updates(data):
         }
 
 
+def test_batch_train_metrics_are_the_sample_weighted_means_of_the_epochs_batches(data):
+    x_train, t_train, _, _ = data
+    net = RecordingNet(len(x_train))
+    scores = []
+    original = net.loss_and_gradient
+
+    def recording(x, t):
+        # The training-mode scores before this batch's update, computed independently.
+        scores.append((net.predict(x, training=True).argmax(axis=1) == t).sum())
+        return original(x, t)
+
+    net.loss_and_gradient = recording
+    result = make_trainer(indexed(data), network=net, batch_size=16, train_metrics="batches").train()
+
+    per_epoch = -(-len(x_train) // 16)  # 60 samples: batches of 16, 16, 16, 12
+    sizes = [len(b) for b in net.batches]
+    for epoch in range(5):
+        span = slice(epoch * per_epoch, (epoch + 1) * per_epoch)
+        weights = np.array(sizes[span])
+        loss = np.dot(net.losses[span], weights) / weights.sum()
+        assert result.history["train_loss"][epoch] == pytest.approx(loss, rel=1e-12)
+        assert result.history["train_acc"][epoch] == sum(scores[span]) / weights.sum()
+
+
+def test_batch_train_metrics_leave_the_validation_metrics_and_the_weights_unchanged(data):
+    evaluated = make_trainer(data).train()
+    batches = make_trainer(data, train_metrics="batches")
+    from_batches = batches.train()
+    reference = make_trainer(data)
+    reference.train()
+    for name in ("val_loss", "val_acc"):
+        assert from_batches.history[name] == evaluated.history[name]
+    for key, value in batches.network.params.items():
+        np.testing.assert_array_equal(value, reference.network.params[key])
+
+
 def test_eval_sample_size_evaluates_only_the_first_samples_of_each_set(data):
     x_train, t_train, x_val, t_val = data
     seen = []
@@ -308,6 +344,7 @@ def test_divergence_in_a_later_epoch_keeps_the_earlier_epochs_and_their_callback
         ({"batch_size": 0}, "batch_size"),
         ({"sampling": "bootstrap"}, "sampling"),
         ({"eval_sample_size": 0}, "eval_sample_size"),
+        ({"train_metrics": "epoch"}, "train_metrics"),
     ],
 )
 def test_bad_settings_are_value_errors(data, kwargs, message):

@@ -8,13 +8,19 @@ trial's weights and batches, and the samplers), on the default workload (mnist-5
 400 train / 100 validation, ``MultiLayerNet(784, [100]*6, 10)``, SGD, batch 100, 50 epochs,
 ``lr ~ LogUniform(1e-6, 1e-2)``, ``weight_decay ~ LogUniform(1e-8, 1e-4)``), it runs:
 
-- **book**: the book's procedure with this code: random sampler, no pruning, 1 job;
-- **default 1 job** and **default 2 jobs**: the default sampler and pruner (``SearchConfig``),
-  ``--repeats`` times each, alternately (1 job, 2 jobs, 1 job, 2 jobs): the machine's speed drifts
-  by a fifth between runs a minute apart, and a 2-job search differs from run to run.
+- **book**: the book's procedure with this code: random sampler, no pruning, 1 job, and the
+  book's float64 arithmetic (``--dtype float64``; its other settings are the defaults);
+- **plain optuna**: the reference a reader who knows Optuna would write, training with
+  ``models`` (benchmarks/plain_optuna.py: ``TPESampler()``, ``MedianPruner()``, a
+  ``sqlite:///`` URL, ``study.optimize(objective, n_trials=N)``, one process);
+- **default 1 job** and **default 2 jobs**: the default command (``SearchConfig``'s sampler,
+  pruner and dtype) with ``--jobs 1`` and ``--jobs 2`` (2 = this machine's cores, the default),
+  ``--repeats`` times each, alternately (1 job, 2 jobs, 1 job, 2 jobs): the machine's speed
+  drifts by a fifth between runs a minute apart, and a 2-job search differs from run to run.
 
-Each run is the real command, ``python -m hpo.search``, in a subprocess with its own study in one
-temporary SQLite file; results are read back from that file with Optuna. Per run it reports:
+Each run is a real command in a subprocess (``python -m hpo.search``, or the plain script) with
+its own study in one temporary SQLite file; results are read back from that file with Optuna.
+Per run it reports:
 
 - **wall**: seconds for the whole command (interpreter start, data, study, workers, summary);
 - **epochs**: epochs trained, the sum of the trials' ``epochs`` user attr;
@@ -32,6 +38,10 @@ temporary SQLite file; results are read back from that file with Optuna. Per run
   (:func:`hpo.objective.trial_setup`), evaluated on the held-out test samples the search never saw
   (4,500 for mnist-5k); ``*`` marks a retrain whose validation accuracy differs from the stored
   value (it should not: trials are deterministic).
+
+Once at the start, in this process: a training step of the book's network (batch 100) in float64
+and float32 against its GEMM bound (the same matrix products timed alone: the step's physical
+limit, DESIGN.md "Performance").
 
 Alongside, once per seed: the machine's own 2-process ceiling. One fixed training job (the book's
 network, 50 epochs, a few times over) runs alone, then as two copies in two processes started at
@@ -70,7 +80,9 @@ ROOT = HERE.parents[1]
 CEILING_REPEATS = 4  # trainings per process in the 2-process ceiling job
 CEILING_ROUNDS = 2  # alone and two-at-once measurements of the ceiling, alternated
 TARGET_MIN_BEST = 0.74
-TARGET_WALL_RATIO = 1 / 3
+TARGET_BOOK_SPEEDUP = 10.0  # the default command against the book's procedure, wall
+STRETCH_BOOK_SPEEDUP = 20.0
+TARGET_PLAIN_SPEEDUP = 2.0  # ... and against the plain-Optuna reference
 TARGET_STORAGE = 0.10
 TARGET_CEILING_FRACTION = 0.9
 
@@ -279,6 +291,69 @@ def run_search(
     return run
 
 
+def run_plain(seed: int, trials: int, storage: str) -> Run:
+    """The plain-Optuna reference (benchmarks/plain_optuna.py) in a subprocess."""
+    study = study_name("plain", seed, 1, 0)
+    run = Run("plain optuna", seed, 1, load=(os.getloadavg()[0], float("nan")))
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, str(HERE.parent / "plain_optuna.py"), "--storage", storage, "--study",
+         study, "--seed", str(seed), "--trials", str(trials)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env=_child_env(),
+    )
+    run.wall = time.perf_counter() - start
+    run.load = (run.load[0], os.getloadavg()[0])
+    trials_ = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+    run.epochs = sum(len(t.intermediate_values) for t in trials_)
+    run.counts = {s.name.lower(): sum(t.state == s for t in trials_) for s in TrialState}
+    complete = [t for t in trials_ if t.state == TrialState.COMPLETE]
+    if complete:
+        import plain_optuna
+
+        best = max(complete, key=lambda t: t.value)
+        run.best_val = best.value
+        split = plain_optuna.load_split(seed)
+        trainer = plain_optuna.build_trainer(best.params, best.number, split)
+        for _ in range(plain_optuna.EPOCHS):
+            result = trainer.train()
+        run.replay_ok = result.history["val_acc"][-1] == best.value
+        run.test_acc = float(trainer.network.accuracy(split.x_test, split.t_test))
+    return run
+
+
+def step_vs_gemm(dtype: str, repeats: int = 300) -> tuple[float, float]:
+    """(step ms, its GEMM bound ms): one SGD step of the book's network on a batch of 100, and
+    the same matrix products alone (forward x @ W, backward dout @ W.T and x.T @ dout, none for
+    the input's gradient), medians of 5 rounds."""
+    import numpy as np
+
+    config = dataclasses.replace(SearchConfig(), dtype=dtype)
+    split = load_split(config)
+    net, trainer = build(trial_setup(config, {"lr": 0.01, "weight_decay": 1e-6}, 1), split)
+    x, t = trainer.x_train[:100], trainer.t_train[:100]
+    weights = [net.params[f"W{i}"] for i in range(1, 8)]
+    acts = [np.ones((100, w.shape[0]), dtype=dtype) for w in weights]
+    outs = [np.ones((100, w.shape[1]), dtype=dtype) for w in weights]
+    steps, gemms = [], []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            _, grads = net.loss_and_gradient(x, t)
+            trainer.optimizer.update(net.params, grads)
+        steps.append((time.perf_counter() - start) / repeats)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            for i, (a, w, d) in enumerate(zip(acts, weights, outs, strict=True)):
+                a @ w
+                a.T @ d
+                if i:
+                    d @ w.T
+        gemms.append((time.perf_counter() - start) / repeats)
+    return 1e3 * statistics.median(steps), 1e3 * statistics.median(gemms)
+
+
 def _retrain(config: SearchConfig, trial: optuna.trial.FrozenTrial, split, epochs=None):
     setup = trial_setup(config, trial.params, trial.user_attrs["seed"])
     if epochs is not None:
@@ -380,7 +455,10 @@ def print_storage(runs: list[Run], top: int = 8) -> None:
 
 
 def print_table(
-    runs: list[Run], ceilings: dict[int, tuple[float, float, float]], default: SearchConfig
+    runs: list[Run],
+    ceilings: dict[int, tuple[float, float, float]],
+    default: SearchConfig,
+    gemm_rows: dict[str, tuple[float, float]],
 ) -> None:
     by: dict[str, list[Run]] = {}
     for r in runs:
@@ -414,26 +492,40 @@ def print_table(
         print(f"{what:56} {result:>20}  {'-' if ok is None else ('yes' if ok else 'NO')}")
 
     book, one, two = by.get("book", []), by.get("default 1 job", []), by.get("default 2 jobs", [])
-    if book and one:
-        b, d = _median(r.best_val for r in book), _median(r.best_val for r in one)
-        line("default 1 job: best val median >= book's", f"{d:.3f} vs {b:.3f}", d >= b)
-    if book and two:
-        b, d = _median(r.best_val for r in book), _median(r.best_val for r in two)
-        line("default 2 jobs: best val median >= book's", f"{d:.3f} vs {b:.3f}", d >= b)
-    for name, rs in (("default 1 job", one), ("default 2 jobs", two)):
-        if rs:
-            low = min(r.best_val for r in rs)
-            line(
-                f"{name}: best val >= {TARGET_MIN_BEST} in every seed",
-                f"min {low:.3f}",
-                low >= TARGET_MIN_BEST,
-            )
+    plain = by.get("plain optuna", [])
     book_wall = {r.seed: r.wall for r in book}
+    plain_wall = {r.seed: r.wall for r in plain}
     one_wall, two_wall = _per_seed(one, "wall"), _per_seed(two, "wall")
-    if book and one:
-        # A ratio per seed (the runs ran side by side), then the median.
-        ratio = _median(w / book_wall[s] for s, w in one_wall.items() if s in book_wall)
-        line("default 1 job: wall <= 1/3 of book's", f"{ratio:.3f}", ratio <= TARGET_WALL_RATIO)
+    for name, rs, walls in (("default 2 jobs", two, two_wall), ("default 1 job", one, one_wall)):
+        if not rs:
+            continue
+        if book:
+            # A ratio per seed (the runs ran side by side), then the median.
+            x = _median(book_wall[s] / w for s, w in walls.items() if s in book_wall)
+            line(f"{name}: wall >= {TARGET_BOOK_SPEEDUP:g}x faster than book's", f"{x:.1f}x",
+                 x >= TARGET_BOOK_SPEEDUP)
+            line(f"{name}: stretch, >= {STRETCH_BOOK_SPEEDUP:g}x faster than book's", f"{x:.1f}x",
+                 x >= STRETCH_BOOK_SPEEDUP)
+        if plain:
+            x = _median(plain_wall[s] / w for s, w in walls.items() if s in plain_wall)
+            line(f"{name}: wall >= {TARGET_PLAIN_SPEEDUP:g}x faster than plain optuna's",
+                 f"{x:.1f}x", x >= TARGET_PLAIN_SPEEDUP)
+        if book:
+            b, d = _median(r.best_val for r in book), _median(r.best_val for r in rs)
+            line(f"{name}: best val median >= book's", f"{d:.3f} vs {b:.3f}", d >= b)
+        low = min(r.best_val for r in rs)
+        line(f"{name}: best val >= {TARGET_MIN_BEST} in every seed", f"min {low:.3f}",
+             low >= TARGET_MIN_BEST)
+        if book:
+            b, d = _median(r.test_acc for r in book), _median(r.test_acc for r in rs)
+            line(f"{name}: winner's test median >= book's", f"{d:.3f} vs {b:.3f}", d >= b)
+    if plain:
+        line("plain optuna: best val median / min / test median",
+             f"{_median(r.best_val for r in plain):.3f}/{min(r.best_val for r in plain):.3f}/"
+             f"{_median(r.test_acc for r in plain):.3f}", None)
+    for dtype, (step, gemm) in gemm_rows.items():
+        line(f"training step / GEMM bound, {dtype}", f"{step:.2f}/{gemm:.2f} ms = {step / gemm:.2f}",
+             None)
     for name, rs in (("book", book), ("default 1 job", one)):
         if rs:
             share = _median(r.storage_share for r in rs)
@@ -491,14 +583,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pruner", default=default.pruner, help="try another default pruner")
     p.add_argument(
         "--configs",
-        default="book,1,2",
-        help="comma-separated subset of book, 1 (default, 1 job), 2 (default, 2 jobs)",
+        default="book,plain,1,2",
+        help="comma-separated subset of book, plain, 1 (default, 1 job), 2 (default, 2 jobs)",
     )
     args = p.parse_args(argv)
     default = dataclasses.replace(default, sampler=args.sampler, pruner=args.pruner)
     wanted = set(args.configs.split(","))
     default_args = ["--sampler", default.sampler, "--pruner", default.pruner]
-    book = [("book", "book", 1, 0, ["--sampler", "random", "--pruner", "none"])]
+    book_args = ["--sampler", "random", "--pruner", "none", "--dtype", "float64"]
+    book = [("book", "book", 1, 0, book_args), ("plain", "plain optuna", 1, 0, [])]
     defaults = [
         (key, name, jobs, repeat, default_args)
         for repeat in range(args.repeats)
@@ -514,12 +607,16 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[Run] = []
     ceilings: dict[int, tuple[float, float, float]] = {}
     with threadpool_limits(limits=1), tempfile.TemporaryDirectory() as tmp:
+        gemm_rows = {dtype: step_vs_gemm(dtype) for dtype in ("float64", "float32")}
         storage = f"sqlite:///{tmp}/bench.db"
         for seed in range(args.seeds):
             for name, jobs, repeat, search_args in plan:
-                run = run_search(
-                    name, seed, jobs, repeat, args.trials, search_args, storage, Path(tmp)
-                )
+                if name == "plain optuna":
+                    run = run_plain(seed, args.trials, storage)
+                else:
+                    run = run_search(
+                        name, seed, jobs, repeat, args.trials, search_args, storage, Path(tmp)
+                    )
                 if name == "default 1 job" and repeat == 0:
                     study = optuna.load_study(
                         study_name=study_name(name, seed, jobs, repeat), storage=storage
@@ -536,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_per_seed(runs, ceilings)
     print_storage(runs)
-    print_table(runs, ceilings, default)
+    print_table(runs, ceilings, default, gemm_rows)
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     return 0
 

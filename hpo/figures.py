@@ -7,6 +7,8 @@ drawn the same in every figure (:data:`STATE_STYLE`), and "best" is :func:`hpo.r
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import math
 from collections.abc import Sequence
@@ -212,11 +214,16 @@ def plot_param_map(stages: Sequence[Stage]):
                 label=f"stage {stage.number} ranges: {stage.name} ({stage.config.sampler})",
             )
         )
+    spaces = [space_from_dict(s.config.space) for s in stages]
     for name, set_scale, set_lim, set_label in (
         (px, ax.set_xscale, ax.set_xlim, ax.set_xlabel),
         (py, ax.set_yscale, ax.set_ylim, ax.set_ylabel),
     ):
-        param = first[name]
+        # Every stage's range in view: the edge rule (hpo/narrowing.py) moves one past stage 1's.
+        bounds = [sp[name] for sp in spaces if name in sp]
+        param = dataclasses.replace(
+            first[name], low=min(b.low for b in bounds), high=max(b.high for b in bounds)
+        )
         if param.log:
             set_scale("log")
             pad = (param.high / param.low) ** 0.03

@@ -10,7 +10,15 @@ again. For every numeric parameter (categorical ones keep their choices):
 2. their smallest and largest value, on the parameter's scale (log for log parameters);
 3. widened on each side by ``margin`` times the width of the parent's range on that scale;
 4. clipped to the parent's range, and rounded outward to 3 significant digits (int and stepped
-   parameters to their grid).
+   parameters to their grid);
+5. past a crowded edge, moved instead of clipped (the edge rule): when more than half of the top
+   trials (and at least 2) lie in the outer :data:`EDGE_SHARE` (a tenth) of the parent's range
+   on its scale, the best values are probably beyond that edge, so the new range reaches
+   :data:`EDGE_STEP` (a quarter) of the parent's width past it: lr 1e-6 .. 1e-2 crowded at the top
+   becomes (its top trials' low end) .. 1e-1. It never leaves the hard limits of
+   :data:`EDGE_LIMITS` (lr <= 1, weight decay <= 0.1, ...: what keeps the book's SGD training
+   sane), nor what ``models`` accepts; a parameter without a limit is clipped as before.
+   :func:`crowded_edges` says the same in words, for the search's summary.
 
 Pure functions of trials and spaces: nothing here reads or writes a storage (:mod:`hpo.stages`
 does).
@@ -27,11 +35,19 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import record
+from hpo.params import PARAMS
 from hpo.space import Param
 
 __all__ = [
     "DEFAULT_MARGIN",
     "DEFAULT_TOP_FRACTION",
+    "EDGE_LIMITS",
+    "EDGE_RULE",
+    "EDGE_SHARE",
+    "EDGE_STEP",
+    "Crowding",
+    "crowded_edges",
+    "crowding",
     "Narrowing",
     "format_ranges",
     "narrow_param",
@@ -43,6 +59,131 @@ DEFAULT_TOP_FRACTION = 0.1  # the top 10% of a stage's finished trials define th
 DEFAULT_MARGIN = 0.1  # widen by 10% of the parent's (log) range on each side
 
 _SIGNIFICANT = 3  # digits the new float bounds are rounded (outward) to, for readable configs
+
+EDGE_SHARE = 0.1  # the outer tenth of a range (on its scale) is its edge
+EDGE_STEP = 0.25  # a crowded edge moves out by a quarter of the range's width (on its scale)
+# The hard limits a moved edge stays within: beyond them the book's network does not train
+# (SGD at lr > 1 diverges from the first epoch; L2 at 0.1 flattens every weight), or the net
+# stops being the book's size class. Parameters not listed keep what models accepts, if finite.
+EDGE_LIMITS: dict[str, tuple[float, float]] = {
+    "lr": (1e-8, 1.0),
+    "weight_decay": (1e-12, 1e-1),
+    "momentum": (0.0, 0.99),
+    "dropout_ratio": (0.0, 0.9),
+    "batch_size": (1, 1024),
+}
+EDGE_RULE = (
+    f"an edge is crowded when more than half of the top trials (at least 2) lie in its outer "
+    f"{EDGE_SHARE:g} of the range (on its scale); the new range then reaches {EDGE_STEP:g} of the "
+    f"parent's width past it, within the hard limits {EDGE_LIMITS}"
+)
+_FLAGS = {"lr": "--lr", "weight_decay": "--weight-decay"}
+
+
+@dataclass(frozen=True)
+class Crowding:
+    """Top trials crowding one edge of a parameter's range.
+
+    Attributes:
+        edge: "low" or "high".
+        count: Top trials in the outer tenth at that edge.
+        total: Top trials with a value of the parameter.
+        moved_to: Where the edge moves by the edge rule (the hard limit, at most); equal to the
+            edge when it sits at the limit already.
+    """
+
+    edge: str
+    count: int
+    total: int
+    moved_to: float
+
+
+def _limits(name: str) -> tuple[float, float]:
+    if name in EDGE_LIMITS:
+        return EDGE_LIMITS[name]
+    spec = PARAMS.get(name)
+    interval = spec.interval if spec is not None else None
+    if interval is None:
+        return (-math.inf, math.inf)
+    return (interval.low, interval.high)
+
+
+def crowding(name: str, param: Param, values: Sequence[float]) -> Crowding | None:
+    """Whether the top trials' ``values`` crowd an edge of ``param`` (None: neither, or a
+    categorical parameter, which has no edge), and where the edge rule moves it."""
+    if param.choices is not None or len(values) < 2:
+        return None
+    to_scale = math.log if param.log else float
+    from_scale = math.exp if param.log else float
+    low, high = to_scale(param.low), to_scale(param.high)
+    width = high - low
+    band = EDGE_SHARE * width
+    at_low = sum(to_scale(v) <= low + band for v in values)
+    at_high = sum(to_scale(v) >= high - band for v in values)
+    limit_low, limit_high = _limits(name)
+    for edge, count in (("high", at_high), ("low", at_low)):
+        if not (count >= 2 and count > len(values) / 2):
+            continue
+        if edge == "high":
+            moved = min(from_scale(high + EDGE_STEP * width), limit_high)
+            moved = max(moved, param.high)
+        else:
+            moved = min(max(from_scale(low - EDGE_STEP * width), limit_low), param.low)
+        moved = _on_grid(param, moved, down=edge == "low")
+        return Crowding(edge, count, len(values), moved)
+    return None
+
+
+def _on_grid(param: Param, x: float, down: bool) -> float:
+    """``x`` on the parameter's grid (int and stepped parameters) or rounded, toward the range."""
+    if param.is_int or param.step is not None:
+        step = 1 if param.step is None else param.step
+        k = (x - param.low) / step
+        k = math.ceil(round(k, 9)) if down else math.floor(round(k, 9))
+        value = param.low + k * step
+        return int(value) if param.is_int else value
+    # Inward rounding keeps a moved edge inside its hard limit.
+    return _round_outward(x, down=not down)
+
+
+def crowded_edges(
+    trials: Sequence[FrozenTrial],
+    space: dict[str, Param],
+    *,
+    top: int | None = None,
+    top_fraction: float | None = None,
+) -> list[str]:
+    """One line per parameter whose best trials crowd an edge of its range, naming the fix.
+
+    The top trials are those :func:`top_trials` picks (by default the top tenth); a study
+    without a complete trial has no lines.
+    """
+    if not record.ranked(trials):
+        return []
+    best, _ = top_trials(trials, top=top, top_fraction=top_fraction)
+    lines = []
+    for name, param in space.items():
+        values = [t.params[name] for t in best if name in t.params]
+        c = crowding(name, param, values)
+        if c is None:
+            continue
+        share = "top" if c.edge == "high" else "bottom"
+        bounds = f"({param.low:g} .. {param.high:g})"
+        line = (
+            f"{name}: {c.count} of the top {c.total} trials lie in the {share} tenth of its range "
+            f"{bounds}"
+        )
+        edge = param.high if c.edge == "high" else param.low
+        if c.moved_to == edge:
+            lines.append(f"{line}; that edge is at its hard limit ({edge:g}).")
+            continue
+        new = (param.low, c.moved_to) if c.edge == "high" else (c.moved_to, param.high)
+        if name in _FLAGS:
+            fix = f"{_FLAGS[name]} {new[0]:g} {new[1]:g}"
+        else:
+            fix = f"a --space file: {name} from {new[0]:g} to {new[1]:g}"
+        lines.append(f"{line}; widen it with {fix}.")
+    return lines
 
 
 @dataclass(frozen=True)
@@ -56,8 +197,10 @@ class Narrowing:
         top_trials: Numbers of the parent's trials that defined the ranges, best first.
         rule: How many top trials were taken, in words.
         margin: The margin, as a fraction of the parent's range on each side.
-        ranges: Per parameter: the parent's bounds, the top trials' span, the new bounds, and
-            whether the scale is log (categorical parameters: their choices).
+        ranges: Per parameter: the parent's bounds, the top trials' span, the new bounds,
+            whether the scale is log, and, when the edge rule moved an edge, ``moved``: which
+            edge, how many of the top trials crowded it, from where to where (categorical
+            parameters: their choices). The rule itself is stored as ``edge_rule``.
     """
 
     parent: str
@@ -75,6 +218,7 @@ class Narrowing:
             "top_trials": self.top_trials,
             "rule": self.rule,
             "margin": self.margin,
+            "edge_rule": EDGE_RULE,
             "ranges": self.ranges,
         }
 
@@ -141,13 +285,17 @@ def _round_outward(x: float, down: bool) -> float:
     return r
 
 
-def narrow_param(param: Param, values: Sequence[float], margin: float) -> Param:
-    """A parameter's new range around ``values``, inside ``param``'s own range.
+def narrow_param(
+    param: Param, values: Sequence[float], margin: float, name: str | None = None
+) -> Param:
+    """A parameter's new range around ``values``, inside ``param``'s own range, or past a
+    crowded edge of it (the edge rule, :func:`crowding`; needs the parameter's ``name``).
 
     Args:
         param: The parent's parameter.
         values: The top trials' values of it (empty: the range is kept).
         margin: Fraction of the parent's range (on its scale) added on each side; > 0.
+        name: The parameter's name, for its hard limits; None: no edge moves.
 
     Returns:
         The narrowed parameter: the same kind, scale, step and condition. Categorical
@@ -180,6 +328,11 @@ def narrow_param(param: Param, values: Sequence[float], margin: float) -> Param:
     # Contain every top value exactly (a log round trip may not), and never leave the parent.
     new_low = max(low, min(new_low, min(values)))
     new_high = min(high, max(new_high, max(values)))
+    moved = crowding(name, param, values) if name is not None else None
+    if moved is not None and moved.edge == "high":
+        new_high = moved.moved_to
+    elif moved is not None:
+        new_low = moved.moved_to
     if param.is_int:
         new_low, new_high = int(new_low), int(new_high)
     if not new_low < new_high:
@@ -217,7 +370,7 @@ def narrow_space(
     ranges: dict[str, dict[str, Any]] = {}
     for name, param in space.items():
         values = [t.params[name] for t in best if name in t.params]
-        new = narrow_param(param, values, margin)
+        new = narrow_param(param, values, margin, name)
         new_space[name] = new
         if param.choices is not None:
             ranges[name] = {"choices": list(param.choices)}
@@ -228,6 +381,15 @@ def narrow_space(
             "new": [new.low, new.high],
             "log": param.log,
         }
+        c = crowding(name, param, values)
+        if c is not None:
+            # The edge the rule moved: which one, how crowded, from where to where.
+            ranges[name]["moved"] = {
+                "edge": c.edge,
+                "crowded": [c.count, c.total],
+                "from": param.high if c.edge == "high" else param.low,
+                "to": c.moved_to,
+            }
     return Narrowing(
         parent=parent,
         stage=stage,
@@ -261,9 +423,11 @@ def format_ranges(narrowing: Narrowing, child: str) -> list[str]:
             rows.append((name, choices, choices, "(choices kept)"))
             continue
         scale = " (log)" if r["log"] else ""
-        rows.append(
-            (name, _bounds(r["parent"]) + scale, _bounds(r["new"]) + scale, _bounds(r["top"]))
-        )
+        top = _bounds(r["top"])
+        if "moved" in r:
+            m = r["moved"]
+            top += f" ({m['crowded'][0]} of {m['crowded'][1]} at the {m['edge']} edge: moved past it)"
+        rows.append((name, _bounds(r["parent"]) + scale, _bounds(r["new"]) + scale, top))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()

@@ -11,11 +11,13 @@ generous busy timeout makes a writer wait its turn instead of failing with "data
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Container, Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -27,6 +29,35 @@ from hpo import _sqlite_writes as writes
 from hpo._sqlite_reads import read_trial, read_trials
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection to an existing SQLite file that cannot write to it and leaves nothing beside it.
+
+    A WAL-mode file needs its ``-shm`` index to be read, and a connection opened with
+    ``mode=ro`` creates ``-wal`` and ``-shm`` but, being read-only, never removes them. So:
+
+    - file and folder writable by us: a read-write opening (``mode=rw``: never creates the file)
+      with ``query_only``, so SQL cannot write; the last connection to close removes ``-wal`` and
+      ``-shm`` as every SQLite connection does;
+    - else, with ``-wal`` or ``-shm`` beside it (someone who can write is using it, or left a log):
+      ``mode=ro``, which reads the log;
+    - else ``immutable=1``: no locks and no ``-shm``, which is what a read-only folder or mount
+      needs. Safe because nobody writes: we cannot, and a writer would have made the ``-wal``.
+    """
+    folder = path.parent
+    uri = f"file:{quote(str(path))}"
+    if os.access(path, os.W_OK) and os.access(folder, os.W_OK | os.X_OK):
+        con = sqlite3.connect(
+            f"{uri}?mode=rw", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False
+        )
+        con.execute("PRAGMA query_only=ON")
+        return con
+    logs = [folder / f"{path.name}{suffix}" for suffix in ("-wal", "-shm")]
+    mode = "mode=ro" if any(log.exists() for log in logs) else "mode=ro&immutable=1"
+    return sqlite3.connect(
+        f"{uri}?{mode}", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False
+    )
 
 
 class _SQLiteConnect:
@@ -47,7 +78,7 @@ class _SQLiteConnect:
 
     def __call__(self) -> sqlite3.Connection:
         if self.read_only:
-            return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            return connect_read_only(Path(self.path))
         con = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False)
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")
@@ -211,7 +242,7 @@ def _stored_schema(path: Path) -> tuple[int | None, str | None] | None:
     if not path.is_file() or path.stat().st_size == 0:
         return None
     try:
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+        with closing(connect_read_only(path)) as con:
             tables = {
                 r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import sqlite3
 import time
 import warnings
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
+from hpo._sqlite_checks import check_sqlite_file, check_writable
 from hpo._sqlite_storage import (  # noqa: F401 - re-exported: hpo.storage's names, as before
     FAST_PATH_OPTUNA,
     FAST_PATH_SCHEMA,
@@ -55,16 +55,18 @@ def check_storage(url: str, *, create: bool) -> bool:
 
     Args:
         url: An SQLAlchemy URL.
-        create: Whether a missing SQLite file may be created; otherwise it must exist.
+        create: The command writes: a missing SQLite file may be created (otherwise it must
+            exist), and the file and its folder must be writable by this user.
 
     Returns:
         Whether there is a database to read (a non-empty SQLite file, or a database on a server
         that holds Optuna's tables).
 
     Raises:
-        ValueError: If the URL is malformed, the file is missing (and ``create`` is False), its
-            folder is missing, it is not an SQLite database, the server cannot be reached or its
-            driver is not installed, or it is a database of something other than Optuna.
+        ValueError: If the URL is malformed, the server cannot be reached or its driver is not
+            installed, the SQLite file cannot be used (``hpo._sqlite_checks``: a folder, missing,
+            not writable for a command that writes, not SQLite, damaged), or it is a database of
+            something other than Optuna.
     """
     try:
         parsed = make_url(url)
@@ -82,36 +84,9 @@ def check_storage(url: str, *, create: bool) -> bool:
                 f"(tables {sorted(tables)[:5]}), not an Optuna storage."
             )
         return bool(tables)
-    if not path.exists():
-        if not create:
-            raise ValueError(f"Storage {display_url(url)} does not exist.")
-        if not path.parent.is_dir() and url != DEFAULT_STORAGE:
-            raise ValueError(f"Storage folder {str(path.parent)!r} does not exist.")
-        return False
-    if path.stat().st_size == 0:
-        return False
-    with open(path, "rb") as f:
-        header = f.read(16)
-    if header != b"SQLite format 3\x00":
-        raise ValueError(f"Storage file {str(path)!r} is not an SQLite database.")
-    # Read-only, so that a foreign database is never changed by a look at it.
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        tables = {
-            row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        }
-    except sqlite3.DatabaseError as e:
-        raise ValueError(
-            f"Storage file {str(path)!r} is not a readable SQLite database: {e}."
-        ) from e
-    finally:
-        con.close()
-    if tables and "studies" not in tables:
-        raise ValueError(
-            f"Storage file {str(path)!r} is a database of something else "
-            f"(tables {sorted(tables)[:5]}), not an Optuna storage."
-        )
-    return bool(tables)
+    return check_sqlite_file(
+        path, create=create, make_folder=url == DEFAULT_STORAGE, shown_url=display_url(url)
+    )
 
 
 def has_study(url: str, name: str) -> bool:
@@ -157,7 +132,8 @@ def open_storage(
         read_only: Open an existing SQLite file read-only, so that looking changes nothing.
 
     Raises:
-        ValueError: If the database cannot be reached or its driver is not installed.
+        ValueError: If the database cannot be reached or its driver is not installed, or (not
+            ``read_only``) an SQLite file or its folder is not writable by this user.
     """
     with _opening(url):
         for attempt in range(_CREATE_ATTEMPTS):
@@ -221,6 +197,8 @@ def _open(url: str, heartbeat: bool, read_only: bool) -> optuna.storages.RDBStor
     path = sqlite_path(url)
     storage_class = optuna.storages.RDBStorage
     if path is not None:
+        if not read_only:
+            check_writable(path)  # a one-line refusal, not SQLite's error halfway through a write
         engine_kwargs: dict = {"creator": _SQLiteConnect(path, read_only)}
         refusal = fast_path_refusal(path)
         if refusal is None:
@@ -249,4 +227,7 @@ def ensure_parent(url: str) -> None:
     """Create the folder of the default SQLite file (``studies/``) when it is missing."""
     path = sqlite_path(url)
     if path is not None and url == DEFAULT_STORAGE:
-        os.makedirs(path.parent, exist_ok=True)
+        try:
+            os.makedirs(path.parent, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"Cannot make the storage folder {str(path.parent)!r}: {e}.") from e

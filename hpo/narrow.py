@@ -45,7 +45,7 @@ from hpo.config import SearchConfig
 from hpo.results import load_study, open_readonly
 from hpo.runner import FINISHED
 from hpo.space import Param, space_from_dict, space_to_dict
-from hpo.storage import display_url, ensure_parent, opened_storage
+from hpo.storage import check_storage, display_url, ensure_parent, opened_storage
 from hpo.study import create_study, make_sampler, stored_config
 
 logger = logging.getLogger(__name__)
@@ -600,6 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"hpo.search --study {taken[0]} --trials N, or name the stage with --child."
                 )
             plan = _plan(parent, names[0], config, args)
+        check_storage(url, create=True)  # narrowing writes: the file and folder must be writable
         make_sampler(plan.config.sampler, 0)
         if args.trials is not None:
             search.validate(plan.config, args)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -35,11 +36,24 @@ MAX_RETRY = 3  # retries of a trial whose worker died
 
 
 def display_url(url: str) -> str:
-    """The URL with any password masked, for messages and logs."""
+    """The URL with any password masked, for messages and logs: the one of ``user:password@``
+    and query parameters such as ``?password=...`` (libpq reads it there too)."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except sqlalchemy.exc.ArgumentError:
-        return url
+        # Not a URL SQLAlchemy reads: mask what looks like a password anyway.
+        return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***@", url))
+    masked = {
+        key: "***" if key.lower() in _PASSWORD_KEYS else value
+        for key, value in parsed.query.items()
+    }
+    shown = parsed.update_query_dict(masked).render_as_string(hide_password=True)
+    return shown.replace("%2A%2A%2A", "***")
+
+
+_PASSWORD_KEYS = {"password", "passwd", "pwd"}
+_USERINFO_PASSWORD = re.compile(r"([^\s/@:]+:)[^\s/@]*@")
+_QUERY_PASSWORD = re.compile(r"([?&](?i:password|passwd|pwd)=)[^&]*")
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -71,7 +85,9 @@ def check_storage(url: str, *, create: bool) -> bool:
     try:
         parsed = make_url(url)
     except sqlalchemy.exc.ArgumentError as e:
-        raise ValueError(f"Storage URL {url!r} is not a database URL: {e}.") from e
+        shown = display_url(url)
+        reason = str(e).replace(url, shown)  # SQLAlchemy's message may quote the URL
+        raise ValueError(f"Storage URL {shown!r} is not a database URL: {reason}.") from e
     path = sqlite_path(url)
     if path is None:
         if parsed.get_backend_name() == "sqlite":

@@ -239,3 +239,58 @@ def test_a_storage_is_refused_in_one_line_or_read_and_left_as_it_was(
     assert sorted(os.listdir(folder)) == before_files
     if before_sum is not None:
         assert db_checksum(case.db) == before_sum
+
+
+# Passwords, wherever a URL carries them, are never printed.
+
+try:
+    from .test_postgres import PASSWORD, Server, server  # noqa: F401 - server is a fixture
+except pytest.skip.Exception as e:  # no PostgreSQL driver: those tests skip, the rest run
+    _NO_SERVER = str(e)
+
+    @pytest.fixture(scope="module")
+    def server():
+        pytest.skip(_NO_SERVER)
+
+    PASSWORD = "right-pw-4711"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u@host/db?password=secret", "postgresql://u@host/db?password=***"),
+        ("postgresql://u:secret@host/db", "postgresql://u:***@host/db"),
+        (
+            "postgresql://u@host/db?sslmode=require&PassWord=secret&pwd=secret&passwd=secret",
+            "postgresql://u@host/db?PassWord=***&passwd=***&pwd=***&sslmode=require",
+        ),
+        ("not a url u:secret@host?password=secret&a=1", "not a url u:***@host?password=***&a=1"),
+    ],
+)
+def test_display_url_masks_the_password_of_the_userinfo_and_of_the_query(url, shown):
+    from hpo.storage import display_url
+
+    assert display_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("key", "mentions"),
+    [
+        ("password", "password authentication failed"),
+        ("PASSWORD", 'invalid connection option "PASSWORD"'),  # libpq's keys are lower case
+        ("pwd", 'invalid connection option "pwd"'),
+    ],
+)
+def test_a_wrong_password_given_as_query_parameter_is_one_line_without_it(
+    server, capsys, key, mentions
+):
+    wrong = f"wrong-{PASSWORD}"
+    url = f"postgresql://hpo@127.0.0.1:{server.port}/hpo?{key}={wrong}"
+
+    assert search.main(["--storage", url, *TINY, "--trials", "1"]) == 2
+
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert mentions in err
+    assert wrong not in err and PASSWORD not in err
+    assert f"?{key}=***" in err

@@ -5,13 +5,17 @@ Training code takes a study's result in one line::
     from hpo import best_params
     params = best_params("sqlite:///studies/hpo.db", study="default")  # {"lr": ..., ...}
 
-and :func:`trial_config` rebuilds any trial's network, optimizer, trainer and data split.
+and :func:`trial_config` rebuilds any trial's network, optimizer, trainer and data split. A
+notebook runs the search itself, as the commands do::
+
+    from hpo import next_stage, run_search
+    study = run_search(trials=100, lr=(1e-6, 1e-2), study="nb")   # -> optuna.Study
+    stage2 = next_stage("nb", trials=60)
 
 Data flows one way: ``models.datasets`` -> arrays -> the ``hpo`` objective -> ``models.Trainer``
 with an ``on_epoch_end(epoch, metrics)`` callback -> ``trial.report`` / ``should_prune``; the
 objective writes the trial record (:mod:`hpo.record`), every reader reads it back. ``models``
-never imports ``hpo``; commands import library modules, never each other (tests/test_structure.py
-holds the one exception: narrow takes search's ``run_with_progress``).
+never imports ``hpo``; commands import library modules, never each other (tests/test_structure.py).
 
 Map of the code, one owner per concept:
 
@@ -44,6 +48,9 @@ hpo/ library
     narrowing     the next stage's ranges from a stage's best trials (pure)
     stages        staged search: lineage, seeding, the one pipeline (run_stages)
     arguments     the flags search and narrow share, resolved to a config and validated
+    progress      what a person watching a run sees: workers, progress bar, summary, resume hint
+    steps         the commands' steps: prepare (check everything, write nothing), execute
+    library       run_search and next_stage: the same steps from Python, keywords for flags
     figures       the report's five figures
     cli           the one rule for errors and exit codes, flag types, the book's trial lines
 
@@ -55,7 +62,19 @@ hpo/ commands (python -m hpo.<command>: main(argv) -> int)
     train         retrain a stored trial and test it once, or replay it exactly
 """
 
+from typing import Any
+
 from hpo.objective import TrialSetup
 from hpo.results import best_params, trial_config
 
-__all__ = ["TrialSetup", "best_params", "trial_config"]
+__all__ = ["TrialSetup", "best_params", "next_stage", "run_search", "trial_config"]
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use: running a search needs the worker machinery (joblib), which reading
+    # results (best_params, hpo.report) does not.
+    if name in ("run_search", "next_stage"):
+        from hpo import library
+
+        return getattr(library, name)
+    raise AttributeError(f"module 'hpo' has no attribute {name!r}")

@@ -146,11 +146,18 @@ def resume_hint(args: argparse.Namespace, study: str, remaining: int) -> str:
 
 
 def summary_lines(study: optuna.Study, url: str, wall: float) -> list[str]:
-    """The book's Best-5 lines, the study's counts, and how to inspect it."""
+    """The book's Best-5 lines, ranges whose edge the best trials crowd, the study's counts, and
+    how to inspect it."""
+    from hpo.narrowing import crowded_edges
+    from hpo.space import space_from_dict
+    from hpo.study import stored_config
+
     trials = study.get_trials(deepcopy=False)
     counts = record.count_states(trials)
+    config = stored_config(study)
     return [
         *cli.best_lines(trials, 5),
+        *(crowded_edges(trials, space_from_dict(config.space)) if config is not None else []),
         f"Study {study.study_name!r}: {counts[TrialState.COMPLETE]} complete, "
         f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed; "
         f"this run took {wall:.1f} s.",

@@ -150,3 +150,16 @@ def test_the_param_map_shows_a_range_moved_past_stage_ones_edge():
     fig = plot_param_map([Stage("s1", 1, first, trials), Stage("s2", 2, second, [])])
     x_low, x_high = fig.axes[0].get_xlim()
     assert x_low < 1e-6 and x_high > 0.1  # stage 2's lr range reaches 0.1, past stage 1's 1e-2
+
+
+def test_the_searchs_summary_names_a_crowded_edge_and_says_nothing_otherwise():
+    from hpo.config import SearchConfig
+    from hpo.progress import summary_lines
+    from hpo.study import store_config
+
+    for top_lrs, expected in ((HIGH, 1), (MIDDLE, 0)):
+        study = optuna.create_study(direction="maximize")
+        store_config(study, SearchConfig())
+        study.add_trials(study_trials(top_lrs))
+        lines = summary_lines(study, "sqlite:///x.db", 1.0)
+        assert sum("widen it with --lr" in line for line in lines) == expected

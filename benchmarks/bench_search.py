@@ -297,8 +297,18 @@ def run_plain(seed: int, trials: int, storage: str) -> Run:
     run = Run("plain optuna", seed, 1, load=(os.getloadavg()[0], float("nan")))
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, str(HERE.parent / "plain_optuna.py"), "--storage", storage, "--study",
-         study, "--seed", str(seed), "--trials", str(trials)],
+        [
+            sys.executable,
+            str(HERE.parent / "plain_optuna.py"),
+            "--storage",
+            storage,
+            "--study",
+            study,
+            "--seed",
+            str(seed),
+            "--trials",
+            str(trials),
+        ],
         check=True,
         stdout=subprocess.DEVNULL,
         env=_child_env(),
@@ -502,30 +512,48 @@ def print_table(
         if book:
             # A ratio per seed (the runs ran side by side), then the median.
             x = _median(book_wall[s] / w for s, w in walls.items() if s in book_wall)
-            line(f"{name}: wall >= {TARGET_BOOK_SPEEDUP:g}x faster than book's", f"{x:.1f}x",
-                 x >= TARGET_BOOK_SPEEDUP)
-            line(f"{name}: stretch, >= {STRETCH_BOOK_SPEEDUP:g}x faster than book's", f"{x:.1f}x",
-                 x >= STRETCH_BOOK_SPEEDUP)
+            line(
+                f"{name}: wall >= {TARGET_BOOK_SPEEDUP:g}x faster than book's",
+                f"{x:.1f}x",
+                x >= TARGET_BOOK_SPEEDUP,
+            )
+            line(
+                f"{name}: stretch, >= {STRETCH_BOOK_SPEEDUP:g}x faster than book's",
+                f"{x:.1f}x",
+                x >= STRETCH_BOOK_SPEEDUP,
+            )
         if plain:
             x = _median(plain_wall[s] / w for s, w in walls.items() if s in plain_wall)
-            line(f"{name}: wall >= {TARGET_PLAIN_SPEEDUP:g}x faster than plain optuna's",
-                 f"{x:.1f}x", x >= TARGET_PLAIN_SPEEDUP)
+            line(
+                f"{name}: wall >= {TARGET_PLAIN_SPEEDUP:g}x faster than plain optuna's",
+                f"{x:.1f}x",
+                x >= TARGET_PLAIN_SPEEDUP,
+            )
         if book:
             b, d = _median(r.best_val for r in book), _median(r.best_val for r in rs)
             line(f"{name}: best val median >= book's", f"{d:.3f} vs {b:.3f}", d >= b)
         low = min(r.best_val for r in rs)
-        line(f"{name}: best val >= {TARGET_MIN_BEST} in every seed", f"min {low:.3f}",
-             low >= TARGET_MIN_BEST)
+        line(
+            f"{name}: best val >= {TARGET_MIN_BEST} in every seed",
+            f"min {low:.3f}",
+            low >= TARGET_MIN_BEST,
+        )
         if book:
             b, d = _median(r.test_acc for r in book), _median(r.test_acc for r in rs)
             line(f"{name}: winner's test median >= book's", f"{d:.3f} vs {b:.3f}", d >= b)
     if plain:
-        line("plain optuna: best val median / min / test median",
-             f"{_median(r.best_val for r in plain):.3f}/{min(r.best_val for r in plain):.3f}/"
-             f"{_median(r.test_acc for r in plain):.3f}", None)
+        line(
+            "plain optuna: best val median / min / test median",
+            f"{_median(r.best_val for r in plain):.3f}/{min(r.best_val for r in plain):.3f}/"
+            f"{_median(r.test_acc for r in plain):.3f}",
+            None,
+        )
     for dtype, (step, gemm) in gemm_rows.items():
-        line(f"training step / GEMM bound, {dtype}", f"{step:.2f}/{gemm:.2f} ms = {step / gemm:.2f}",
-             None)
+        line(
+            f"training step / GEMM bound, {dtype}",
+            f"{step:.2f}/{gemm:.2f} ms = {step / gemm:.2f}",
+            None,
+        )
     for name, rs in (("book", book), ("default 1 job", one)):
         if rs:
             share = _median(r.storage_share for r in rs)

@@ -25,13 +25,18 @@ EPOCHS = 50
 
 def build_trainer(params: dict[str, float], number: int, split) -> Trainer:
     """The trial's network and trainer: the book's 6 x 100 ReLU net, SGD, batch 100."""
-    net = MultiLayerNet(
-        784, [100] * 6, 10, weight_decay_lambda=params["weight_decay"], rng=number
-    )
+    net = MultiLayerNet(784, [100] * 6, 10, weight_decay_lambda=params["weight_decay"], rng=number)
     # One epoch per train() call: the objective's loop below runs the epochs.
     return Trainer(
-        net, SGD(lr=params["lr"]), split.x_train, split.t_train, split.x_val, split.t_val,
-        epochs=1, batch_size=100, rng=number,
+        net,
+        SGD(lr=params["lr"]),
+        split.x_train,
+        split.t_train,
+        split.x_val,
+        split.t_val,
+        epochs=1,
+        batch_size=100,
+        rng=number,
     )
 
 

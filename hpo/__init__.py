@@ -48,6 +48,7 @@ hpo/ library
     lifetime      how a run's processes end: interrupts as Ctrl-C, workers die with the command
     results       reading studies back read-only: best_params, trial_config, load_trial
     narrowing     the next stage's ranges from a stage's best trials (pure)
+    edges         the edge rule: past a range's edge the best trials crowd, within hard limits
     stages        staged search: lineage, seeding, the one pipeline (run_stages)
     arguments     the flags search and narrow share, resolved to a config and validated
     progress      what a person watching a run sees: workers, progress bar, summary, resume hint

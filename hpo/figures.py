@@ -8,7 +8,6 @@ drawn the same in every figure (:data:`STATE_STYLE`), and "best" is :func:`hpo.r
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import math
 from collections.abc import Sequence

@@ -11,14 +11,10 @@ again. For every numeric parameter (categorical ones keep their choices):
 3. widened on each side by ``margin`` times the width of the parent's range on that scale;
 4. clipped to the parent's range, and rounded outward to 3 significant digits (int and stepped
    parameters to their grid);
-5. past a crowded edge, moved instead of clipped (the edge rule): when more than half of the top
-   trials (and at least 2) lie in the outer :data:`EDGE_SHARE` (a tenth) of the parent's range
-   on its scale, the best values are probably beyond that edge, so the new range reaches
-   :data:`EDGE_STEP` (a quarter) of the parent's width past it: lr 1e-6 .. 1e-2 crowded at the top
-   becomes (its top trials' low end) .. 1e-1. It never leaves the hard limits of
-   :data:`EDGE_LIMITS` (lr <= 1, weight decay <= 0.1, ...: what keeps the book's SGD training
-   sane), nor what ``models`` accepts; a parameter without a limit is clipped as before.
-   :func:`crowded_edges` says the same in words, for the search's summary.
+5. past a crowded edge, moved instead of clipped: the edge rule of :mod:`hpo.edges` (the top
+   trials piled in the outer tenth of a range: the new range reaches a quarter of the parent's
+   width past that edge, within hard limits). :func:`crowded_edges` says so in words, for the
+   search's summary.
 
 Pure functions of trials and spaces: nothing here reads or writes a storage (:mod:`hpo.stages`
 does).
@@ -35,19 +31,13 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import record
-from hpo.params import PARAMS
+from hpo.edges import EDGE_RULE, FLAGS, crowding, round_outward
 from hpo.space import Param
 
 __all__ = [
     "DEFAULT_MARGIN",
     "DEFAULT_TOP_FRACTION",
-    "EDGE_LIMITS",
-    "EDGE_RULE",
-    "EDGE_SHARE",
-    "EDGE_STEP",
-    "Crowding",
     "crowded_edges",
-    "crowding",
     "Narrowing",
     "format_ranges",
     "narrow_param",
@@ -57,133 +47,6 @@ __all__ = [
 
 DEFAULT_TOP_FRACTION = 0.1  # the top 10% of a stage's finished trials define the new ranges
 DEFAULT_MARGIN = 0.1  # widen by 10% of the parent's (log) range on each side
-
-_SIGNIFICANT = 3  # digits the new float bounds are rounded (outward) to, for readable configs
-
-EDGE_SHARE = 0.1  # the outer tenth of a range (on its scale) is its edge
-EDGE_STEP = 0.25  # a crowded edge moves out by a quarter of the range's width (on its scale)
-# The hard limits a moved edge stays within: beyond them the book's network does not train
-# (SGD at lr > 1 diverges from the first epoch; L2 at 0.1 flattens every weight), or the net
-# stops being the book's size class. Parameters not listed keep what models accepts, if finite.
-EDGE_LIMITS: dict[str, tuple[float, float]] = {
-    "lr": (1e-8, 1.0),
-    "weight_decay": (1e-12, 1e-1),
-    "momentum": (0.0, 0.99),
-    "dropout_ratio": (0.0, 0.9),
-    "batch_size": (1, 1024),
-}
-EDGE_RULE = (
-    f"an edge is crowded when more than half of the top trials (at least 2) lie in its outer "
-    f"{EDGE_SHARE:g} of the range (on its scale); the new range then reaches {EDGE_STEP:g} of the "
-    f"parent's width past it, within the hard limits {EDGE_LIMITS}"
-)
-_FLAGS = {"lr": "--lr", "weight_decay": "--weight-decay"}
-
-
-@dataclass(frozen=True)
-class Crowding:
-    """Top trials crowding one edge of a parameter's range.
-
-    Attributes:
-        edge: "low" or "high".
-        count: Top trials in the outer tenth at that edge.
-        total: Top trials with a value of the parameter.
-        moved_to: Where the edge moves by the edge rule (the hard limit, at most); equal to the
-            edge when it sits at the limit already.
-    """
-
-    edge: str
-    count: int
-    total: int
-    moved_to: float
-
-
-def _limits(name: str) -> tuple[float, float]:
-    if name in EDGE_LIMITS:
-        return EDGE_LIMITS[name]
-    spec = PARAMS.get(name)
-    interval = spec.interval if spec is not None else None
-    if interval is None:
-        return (-math.inf, math.inf)
-    return (interval.low, interval.high)
-
-
-def crowding(name: str, param: Param, values: Sequence[float]) -> Crowding | None:
-    """Whether the top trials' ``values`` crowd an edge of ``param`` (None: neither, or a
-    categorical parameter, which has no edge), and where the edge rule moves it."""
-    if param.choices is not None or len(values) < 2:
-        return None
-    to_scale = math.log if param.log else float
-    from_scale = math.exp if param.log else float
-    low, high = to_scale(param.low), to_scale(param.high)
-    width = high - low
-    band = EDGE_SHARE * width
-    at_low = sum(to_scale(v) <= low + band for v in values)
-    at_high = sum(to_scale(v) >= high - band for v in values)
-    limit_low, limit_high = _limits(name)
-    for edge, count in (("high", at_high), ("low", at_low)):
-        if not (count >= 2 and count > len(values) / 2):
-            continue
-        if edge == "high":
-            moved = min(from_scale(high + EDGE_STEP * width), limit_high)
-            moved = max(moved, param.high)
-        else:
-            moved = min(max(from_scale(low - EDGE_STEP * width), limit_low), param.low)
-        moved = _on_grid(param, moved, down=edge == "low")
-        return Crowding(edge, count, len(values), moved)
-    return None
-
-
-def _on_grid(param: Param, x: float, down: bool) -> float:
-    """``x`` on the parameter's grid (int and stepped parameters) or rounded, toward the range."""
-    if param.is_int or param.step is not None:
-        step = 1 if param.step is None else param.step
-        k = (x - param.low) / step
-        k = math.ceil(round(k, 9)) if down else math.floor(round(k, 9))
-        value = param.low + k * step
-        return int(value) if param.is_int else value
-    # Inward rounding keeps a moved edge inside its hard limit.
-    return _round_outward(x, down=not down)
-
-
-def crowded_edges(
-    trials: Sequence[FrozenTrial],
-    space: dict[str, Param],
-    *,
-    top: int | None = None,
-    top_fraction: float | None = None,
-) -> list[str]:
-    """One line per parameter whose best trials crowd an edge of its range, naming the fix.
-
-    The top trials are those :func:`top_trials` picks (by default the top tenth); a study
-    without a complete trial has no lines.
-    """
-    if not record.ranked(trials):
-        return []
-    best, _ = top_trials(trials, top=top, top_fraction=top_fraction)
-    lines = []
-    for name, param in space.items():
-        values = [t.params[name] for t in best if name in t.params]
-        c = crowding(name, param, values)
-        if c is None:
-            continue
-        share = "top" if c.edge == "high" else "bottom"
-        bounds = f"({param.low:g} .. {param.high:g})"
-        line = (
-            f"{name}: {c.count} of the top {c.total} trials lie in the {share} tenth of its range "
-            f"{bounds}"
-        )
-        edge = param.high if c.edge == "high" else param.low
-        if c.moved_to == edge:
-            lines.append(f"{line}; that edge is at its hard limit ({edge:g}).")
-            continue
-        new = (param.low, c.moved_to) if c.edge == "high" else (c.moved_to, param.high)
-        if name in _FLAGS:
-            fix = f"{_FLAGS[name]} {new[0]:g} {new[1]:g}"
-        else:
-            fix = f"a --space file: {name} from {new[0]:g} to {new[1]:g}"
-        lines.append(f"{line}; widen it with {fix}.")
-    return lines
 
 
 @dataclass(frozen=True)
@@ -274,17 +137,6 @@ def top_trials(
     return ranked[:k], rule
 
 
-def _round_outward(x: float, down: bool) -> float:
-    """``x`` rounded to a few significant digits, never inward (down: ``<= x``, else ``>= x``)."""
-    if x == 0 or not math.isfinite(x):
-        return x
-    r = float(f"{x:.{_SIGNIFICANT}g}")
-    if (r > x) if down else (r < x):
-        ulp = 10.0 ** (math.floor(math.log10(abs(r))) - _SIGNIFICANT + 1)
-        r = float(f"{(r - ulp) if down else (r + ulp):.{_SIGNIFICANT}g}")
-    return r
-
-
 def narrow_param(
     param: Param, values: Sequence[float], margin: float, name: str | None = None
 ) -> Param:
@@ -324,7 +176,7 @@ def narrow_param(
         new_low = low + math.floor(round((new_low - low) / param.step, 9)) * param.step
         new_high = low + math.ceil(round((new_high - low) / param.step, 9)) * param.step
     else:
-        new_low, new_high = _round_outward(new_low, down=True), _round_outward(new_high, down=False)
+        new_low, new_high = round_outward(new_low, down=True), round_outward(new_high, down=False)
     # Contain every top value exactly (a log round trip may not), and never leave the parent.
     new_low = max(low, min(new_low, min(values)))
     new_high = min(high, max(new_high, max(values)))
@@ -401,6 +253,46 @@ def narrow_space(
     )
 
 
+def crowded_edges(
+    trials: Sequence[FrozenTrial],
+    space: dict[str, Param],
+    *,
+    top: int | None = None,
+    top_fraction: float | None = None,
+) -> list[str]:
+    """One line per parameter whose best trials crowd an edge of its range, naming the fix.
+
+    The top trials are those :func:`top_trials` picks (by default the top tenth); a study
+    without a complete trial has no lines.
+    """
+    if not record.ranked(trials):
+        return []
+    best, _ = top_trials(trials, top=top, top_fraction=top_fraction)
+    lines = []
+    for name, param in space.items():
+        values = [t.params[name] for t in best if name in t.params]
+        c = crowding(name, param, values)
+        if c is None:
+            continue
+        share = "top" if c.edge == "high" else "bottom"
+        bounds = f"({param.low:g} .. {param.high:g})"
+        line = (
+            f"{name}: {c.count} of the top {c.total} trials lie in the {share} tenth of its range "
+            f"{bounds}"
+        )
+        edge = param.high if c.edge == "high" else param.low
+        if c.moved_to == edge:
+            lines.append(f"{line}; that edge is at its hard limit ({edge:g}).")
+            continue
+        new = (param.low, c.moved_to) if c.edge == "high" else (c.moved_to, param.high)
+        if name in FLAGS:
+            fix = f"{FLAGS[name]} {new[0]:g} {new[1]:g}"
+        else:
+            fix = f"a --space file: {name} from {new[0]:g} to {new[1]:g}"
+        lines.append(f"{line}; widen it with {fix}.")
+    return lines
+
+
 def _bounds(spec: dict[str, Any]) -> str:
     if spec is None:
         return "-"
@@ -426,7 +318,8 @@ def format_ranges(narrowing: Narrowing, child: str) -> list[str]:
         top = _bounds(r["top"])
         if "moved" in r:
             m = r["moved"]
-            top += f" ({m['crowded'][0]} of {m['crowded'][1]} at the {m['edge']} edge: moved past it)"
+            count, total = m["crowded"]
+            top += f" ({count} of {total} at the {m['edge']} edge: moved past it)"
         rows.append((name, _bounds(r["parent"]) + scale, _bounds(r["new"]) + scale, top))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return [

@@ -7,7 +7,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from hpo.narrowing import EDGE_LIMITS, crowded_edges, crowding, format_ranges, narrow_space
+from hpo.edges import EDGE_LIMITS, crowding
+from hpo.narrowing import crowded_edges, format_ranges, narrow_space
 from hpo.space import DEFAULT_SPACE, Param
 
 LR = FloatDistribution(1e-6, 1e-2, log=True)

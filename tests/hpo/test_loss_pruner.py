@@ -37,7 +37,16 @@ def running(study: optuna.Study, fall: float | None, step: int = 3):
 
 
 # The best quarter of these (values 0.8 and 0.7) fell 4% and 3%: median 3.5%, half of it 1.75%.
-COMPLETED = [(0.8, 0.04), (0.7, 0.03), (0.2, 0.01), (0.1, 0.001), (0.1, 0.0), (0.1, 0.0), (0.2, 0.01), (0.1, 0.0)]
+COMPLETED = [
+    (0.8, 0.04),
+    (0.7, 0.03),
+    (0.2, 0.01),
+    (0.1, 0.001),
+    (0.1, 0.0),
+    (0.1, 0.0),
+    (0.2, 0.01),
+    (0.1, 0.0),
+]
 
 
 @pytest.mark.parametrize(

@@ -77,7 +77,7 @@ def load(url: str, name: str) -> optuna.Study:
 def test_narrowed_ranges_contain_the_top_trials_and_sit_inside_the_parents(
     seed, top, top_fraction, margin
 ):
-    """... except past an edge the top trials crowd (the edge rule: tests/hpo/test_crowded_edges.py)."""
+    """... except past an edge the top trials crowd (tests/hpo/test_crowded_edges.py)."""
     trials = random_history(seed)
     result = narrow_space(DEFAULT_SPACE, trials, top=top, top_fraction=top_fraction, margin=margin)
     best = [t for t in trials if t.number in result.top_trials]

@@ -193,7 +193,9 @@ def test_batch_train_metrics_are_the_sample_weighted_means_of_the_epochs_batches
         return original(x, t)
 
     net.loss_and_gradient = recording
-    result = make_trainer(indexed(data), network=net, batch_size=16, train_metrics="batches").train()
+    result = make_trainer(
+        indexed(data), network=net, batch_size=16, train_metrics="batches"
+    ).train()
 
     per_epoch = -(-len(x_train) // 16)  # 60 samples: batches of 16, 16, 16, 12
     sizes = [len(b) for b in net.batches]

@@ -127,6 +127,7 @@ class Run:
 
 def _instrumented_search(argv: list[str], out: str) -> int:
     """``hpo.search.main(argv)`` with timers around training, its callback and storage calls."""
+    import hpo.progress  # where the command calls run_study
     import hpo.search
     import hpo.storage  # noqa: F401 - its RDBStorage subclass gets timed too
     from models.trainer import Trainer
@@ -186,7 +187,7 @@ def _instrumented_search(argv: list[str], out: str) -> int:
             if isinstance(value, types.FunctionType) and not name.startswith("__"):
                 setattr(cls, name, timed_storage(name, value))
 
-    original_run_study = hpo.search.run_study
+    original_run_study = hpo.progress.run_study
 
     def run_study(*args, **kwargs):
         start = time.perf_counter()
@@ -196,7 +197,7 @@ def _instrumented_search(argv: list[str], out: str) -> int:
             totals["loop"] += time.perf_counter() - start
 
     Trainer.train = train
-    hpo.search.run_study = run_study
+    hpo.progress.run_study = run_study
     code = hpo.search.main(argv)
     Path(out).write_text(json.dumps({**totals, "by_method": by_method}))
     return code

@@ -42,9 +42,11 @@ hpo/ library
     _sqlite_storage   the SQLite storage's plain-SQL path and the Optuna versions it is on for
     _sqlite_reads, _sqlite_writes   the plain-SQL read and write paths of the SQLite storage
     _sqlite_checks    an SQLite file looked at before use: damaged, foreign, writable, how to read
+    _server_storage   the storage on a database server: calls that outlast a server restart
     note          the study's Markdown note for optuna-dashboard
     admission     admitting new trials under a lock row in the study's own database
     runner        parallel workers (loky), exactly N finished trials, heartbeat retries
+    cluster       the workers as tasks on a Dask cluster (--cluster), and the run's beat
     lifetime      how a run's processes end: interrupts as Ctrl-C, workers die with the command
     results       reading studies back read-only: best_params, trial_config, load_trial
     narrowing     the next stage's ranges from a stage's best trials (pure)

@@ -46,7 +46,7 @@ from hpo.config import SearchConfig
 from hpo.lifetime import die_with_parent, every, interrupts_as_ctrl_c, interrupts_held
 from hpo.objective import Objective, load_split
 from hpo.record import FINISHED, RUN_ATTR, count_finished, run_trials
-from hpo.storage import HEARTBEAT_INTERVAL_S, opened_storage
+from hpo.storage import HEARTBEAT_INTERVAL_S, opened_storage, quiet_storage_fallbacks
 from hpo.study import make_pruner, make_sampler
 
 logger = logging.getLogger(__name__)
@@ -127,6 +127,7 @@ def work(plan: RunPlan, worker: int, stop: threading.Event | None = None) -> Non
     ``stop``, when set, ends the loop before the next trial (another worker of the run failed).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_storage_fallbacks()
     config = SearchConfig.from_dict(plan.config)
     # One BLAS thread per process: two OpenBLAS threads make these small products much slower.
     with threadpool_limits(limits=1), opened_storage(plan.storage_url) as storage:
@@ -255,8 +256,10 @@ def storage_reason(error: BaseException) -> str:
     """The database's own words for ``error``, on one line."""
     while error.__cause__ is not None and isinstance(error, optuna.exceptions.StorageInternalError):
         error = error.__cause__
-    text = str(getattr(error, "orig", None) or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    text = str(getattr(error, "orig", None) or error)
+    # A worker process's error arrives with its traceback appended in triple quotes.
+    lines = [line.strip() for line in text.splitlines() if line.strip() not in ("", '"""')]
+    return lines[0] if lines else type(error).__name__
 
 
 def _run_rounds(study: optuna.Study, plan: RunPlan, n_jobs: int) -> None:

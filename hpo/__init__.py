@@ -5,7 +5,10 @@ Training code takes a study's result in one line::
     from hpo import best_params
     params = best_params("sqlite:///studies/hpo.db", study="default")  # {"lr": ..., ...}
 
-and :func:`trial_config` rebuilds any trial's network, optimizer, trainer and data split.
+and :func:`trial_config` rebuilds any trial's network, optimizer, trainer and data split. The
+report's figures come one call each (:func:`best_curves`, :func:`param_map`, :func:`history`,
+:func:`importances`, :func:`epochs`; all five: :func:`report_figures`), as matplotlib ``Figure``
+objects that a notebook shows inline.
 
 Data flows one way: ``models.datasets`` -> arrays -> the ``hpo`` objective -> ``models.Trainer``
 with an ``on_epoch_end(epoch, metrics)`` callback -> ``trial.report`` / ``should_prune``; the
@@ -44,7 +47,8 @@ hpo/ library
     narrowing     the next stage's ranges from a stage's best trials (pure)
     stages        staged search: lineage, seeding, the one pipeline (run_stages)
     arguments     the flags search and narrow share, resolved to a config and validated
-    figures       the report's five figures
+    figures       the report's five figures, drawn from stages
+    study_figures   the five figures of a stored study, one call each (notebooks, the report)
     cli           the one rule for errors and exit codes, flag types, the book's trial lines
 
 hpo/ commands (python -m hpo.<command>: main(argv) -> int)
@@ -58,4 +62,16 @@ hpo/ commands (python -m hpo.<command>: main(argv) -> int)
 from hpo.objective import TrialSetup
 from hpo.results import best_params, trial_config
 
-__all__ = ["TrialSetup", "best_params", "trial_config"]
+# The figure functions import matplotlib (half a second on a slow core), so they load when first
+# asked for: the commands and the search's worker processes start without it.
+_FIGURES = ("best_curves", "epochs", "history", "importances", "param_map", "report_figures")
+
+__all__ = ["TrialSetup", "best_params", "trial_config", *_FIGURES]
+
+
+def __getattr__(name: str):
+    if name in _FIGURES:
+        from hpo import study_figures
+
+        return getattr(study_figures, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
+from matplotlib.image import imread
 from matplotlib.patches import Rectangle
 from optuna.trial import TrialState
 
@@ -308,3 +310,13 @@ def test_the_mixed_study_has_every_outcome(url):
     assert kinds["complete"] == 24 and len(stored(url, "mixed")) == len(mixed_history())
     assert all(kinds[k] for k in STATE_STYLE)
     assert {t.state for t in stored(url, "mixed")} >= {TrialState.PRUNED, TrialState.FAIL}
+
+
+def test_a_figure_shows_inline_in_a_notebook_without_pyplot(url):
+    # IPython (what Jupyter runs) displays an object by its _repr_png_; a bare Figure has none.
+    formatters = pytest.importorskip("IPython.core.formatters")
+    fig = hpo.history(url, "mixed")
+    data, _ = formatters.DisplayFormatter().format(fig)
+    assert set(data) == {"text/plain", "image/png"}
+    image = imread(io.BytesIO(data["image/png"]))
+    assert image.ndim == 3 and image.shape[1] > 500  # a real image, about the figure's width

@@ -5,16 +5,20 @@ Training code takes a study's result in one line::
     from hpo import best_params
     params = best_params("sqlite:///studies/hpo.db", study="default")  # {"lr": ..., ...}
 
-and :func:`trial_config` rebuilds any trial's network, optimizer, trainer and data split. The
-report's figures come one call each (:func:`best_curves`, :func:`param_map`, :func:`history`,
-:func:`importances`, :func:`epochs`; all five: :func:`report_figures`), as matplotlib ``Figure``
-objects that a notebook shows inline.
+and :func:`trial_config` rebuilds any trial's network, optimizer, trainer and data split. A
+notebook runs the search itself, as the commands do, and shows the report's figures inline, one
+call each (:func:`best_curves`, :func:`param_map`, :func:`history`, :func:`importances`,
+:func:`epochs`; all five: :func:`report_figures`)::
+
+    from hpo import best_curves, next_stage, run_search
+    study = run_search(trials=100, lr=(1e-6, 1e-2), study="nb")   # -> optuna.Study
+    best_curves("sqlite:///studies/hpo.db", "nb")                  # a matplotlib Figure
+    stage2 = next_stage("nb", trials=60)
 
 Data flows one way: ``models.datasets`` -> arrays -> the ``hpo`` objective -> ``models.Trainer``
 with an ``on_epoch_end(epoch, metrics)`` callback -> ``trial.report`` / ``should_prune``; the
 objective writes the trial record (:mod:`hpo.record`), every reader reads it back. ``models``
-never imports ``hpo``; commands import library modules, never each other (tests/test_structure.py
-holds the one exception: narrow takes search's ``run_with_progress``).
+never imports ``hpo``; commands import library modules, never each other (tests/test_structure.py).
 
 Map of the code, one owner per concept:
 
@@ -47,6 +51,9 @@ hpo/ library
     narrowing     the next stage's ranges from a stage's best trials (pure)
     stages        staged search: lineage, seeding, the one pipeline (run_stages)
     arguments     the flags search and narrow share, resolved to a config and validated
+    progress      what a person watching a run sees: workers, progress bar, summary, resume hint
+    steps         the commands' steps: prepare (check everything, write nothing), execute
+    library       run_search and next_stage: the same steps from Python, keywords for flags
     figures       the report's five figures, drawn from stages
     study_figures   the five figures of a stored study, one call each (notebooks, the report)
     cli           the one rule for errors and exit codes, flag types, the book's trial lines
@@ -59,19 +66,27 @@ hpo/ commands (python -m hpo.<command>: main(argv) -> int)
     train         retrain a stored trial and test it once, or replay it exactly
 """
 
+from typing import Any
+
 from hpo.objective import TrialSetup
 from hpo.results import best_params, trial_config
 
-# The figure functions import matplotlib (half a second on a slow core), so they load when first
-# asked for: the commands and the search's worker processes start without it.
+# Loaded on first use: running a search needs the worker machinery (joblib), which reading
+# results (best_params, hpo.report) does not; the figures need matplotlib (half a second on a
+# slow core), which the commands and the search's worker processes do not.
+_SEARCH = ("next_stage", "run_search")
 _FIGURES = ("best_curves", "epochs", "history", "importances", "param_map", "report_figures")
 
-__all__ = ["TrialSetup", "best_params", "trial_config", *_FIGURES]
+__all__ = ["TrialSetup", "best_params", "trial_config", *_SEARCH, *_FIGURES]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
+    if name in _SEARCH:
+        from hpo import library
+
+        return getattr(library, name)
     if name in _FIGURES:
         from hpo import study_figures
 
         return getattr(study_figures, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    raise AttributeError(f"module 'hpo' has no attribute {name!r}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+from collections.abc import Mapping
 
 import optuna
 
@@ -20,7 +21,8 @@ from hpo import cli
 from hpo.checks import check_space
 from hpo.config import SearchConfig
 from hpo.narrowing import DEFAULT_MARGIN, DEFAULT_TOP_FRACTION
-from hpo.space import Param, load_space, space_from_dict, space_to_dict
+from hpo.progress import usable_cores
+from hpo.space import Param, load_space, merge_space, space_from_dict, space_to_dict
 from hpo.stages import LATER_SAMPLER, StageOptions
 from hpo.storage import DEFAULT_STORAGE, check_storage, has_study, opened_storage
 from hpo.study import PRUNERS, SAMPLERS, make_pruner, make_sampler, stored_config
@@ -72,7 +74,15 @@ def add_search_arguments(parser: argparse.ArgumentParser, *, narrowing: bool = F
             "trials", "finished (complete + pruned) trials this run adds, across all workers"
         ),
     )
-    run.add_argument("--jobs", type=cli.jobs, default=1, help="worker processes; -1 = all cores")
+    run.add_argument(
+        "--jobs",
+        type=cli.jobs,
+        default=None,
+        help=(
+            "worker processes; default: one per core this process may use "
+            f"({usable_cores()} here); 1 = one process, the reproducible run"
+        ),
+    )
     run.add_argument(
         "--timeout",
         type=cli.positive_float,
@@ -207,7 +217,10 @@ def add_stage_arguments(parser: argparse.ArgumentParser, *, stages_help: str | N
 
 
 def _space(args, base: dict[str, Param]) -> dict[str, Param]:
-    space = load_space(args.space, base) if args.space else dict(base)
+    if isinstance(args.space, Mapping):  # run_search(space={...}): the tables of a file
+        space = merge_space(args.space, base)
+    else:
+        space = load_space(args.space, base) if args.space else dict(base)
     for name, bounds in (("lr", args.lr), ("weight_decay", args.weight_decay)):
         if bounds is not None:
             flag = "--" + name.replace("_", "-")

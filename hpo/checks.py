@@ -1,6 +1,6 @@
 """Semantic checks of a search space before a study is written (DESIGN.md, "Reliability rules").
 
-:func:`check_space` runs in :func:`hpo.search.validate`, before the study is created:
+:func:`check_space` runs in :func:`hpo.arguments.validate`, before the study is created:
 
 1. every parameter against its row of :data:`hpo.params.PARAMS` (:func:`hpo.space.check_param`),
    also those built from flags (``--lr``) or by narrowing;

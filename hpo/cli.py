@@ -9,10 +9,11 @@ functions raise ``ValueError`` for it and ``main`` turns that into the line.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import optuna
@@ -20,7 +21,11 @@ import optuna
 from hpo import record
 from hpo.storage import DEFAULT_STORAGE
 
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+
+Main = Callable[[Sequence[str] | None], int]
 
 
 def fail(prog: str, message: object, code: int = EXIT_BAD_INPUT) -> int:
@@ -51,14 +56,49 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line (no usage block) and exit with 2."""
+    """An ``ArgumentParser`` whose errors are one line (no usage block) and exit with 2; every
+    command's parser has ``--debug`` (see :func:`guarded`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        self.add_argument(
+            "--debug", action="store_true", help="show the traceback of an unexpected error"
+        )
 
     def error(self, message: str) -> NoReturn:
         self.exit(fail(self.prog.removeprefix("python -m "), message))
+
+
+def guarded(prog: str) -> Callable[[Main], Main]:
+    """Decorate a command's ``main``: an unexpected error ends it with one line and exit 1.
+
+    The line names the error and how to see more; ``--debug`` lets the traceback through
+    instead. Ctrl-C before a run has started (a run prints its own message) exits with 130.
+    """
+
+    def decorate(main: Main) -> Main:
+        @functools.wraps(main)
+        def guarded_main(argv: Sequence[str] | None = None) -> int:
+            debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+            try:
+                return main(argv)
+            except KeyboardInterrupt:
+                if debug:
+                    raise
+                return fail(prog, "interrupted.", code=EXIT_INTERRUPTED)
+            except Exception as e:
+                if debug:
+                    raise
+                text = str(e).strip().splitlines()
+                reason = f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+                return fail(
+                    prog, f"unexpected {reason} (--debug shows the traceback)", code=EXIT_FAILED
+                )
+
+        return guarded_main
+
+    return decorate
 
 
 def _number(convert: Callable[[str], Any], rule: str, holds: Callable[[Any], bool]):

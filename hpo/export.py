@@ -89,6 +89,7 @@ def render(data: dict[str, Any], fmt: str) -> str:
     return json.dumps(data, indent=2) + "\n"
 
 
+@cli.guarded("hpo.export")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

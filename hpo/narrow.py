@@ -28,11 +28,10 @@ import sys
 from collections.abc import Sequence
 
 from hpo import cli, stages
-from hpo.arguments import add_search_arguments, resolve_config, stage_options, validate
-from hpo.results import open_readonly
-from hpo.search import run_with_progress  # the one command-to-command import; see tests
-from hpo.storage import display_url, ensure_parent, opened_storage
-from hpo.study import make_sampler, stored_config
+from hpo.arguments import add_search_arguments
+from hpo.runner import StorageFailure
+from hpo.steps import execute_narrow, prepare_narrow
+from hpo.storage import display_url
 
 PROG = "hpo.narrow"
 
@@ -56,80 +55,28 @@ def build_parser() -> cli.Parser:
     return p
 
 
-def _refuse_space_flags(args) -> None:
-    for flag, value in (
-        ("--lr", args.lr),
-        ("--weight-decay", args.weight_decay),
-        ("--space", args.space),
-    ):
-        if value is not None:
-            shown = value if isinstance(value, str) else " ".join(map(str, value))
-            raise ValueError(
-                f"{flag}: narrowing derives the ranges from the parent's best trials, so it takes "
-                f"no ranges, but got {flag} {shown}."
-            )
-
-
+@cli.guarded(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.configure_logging(-1 if args.quiet else (1 if args.verbose else 0))
-    url = args.storage
-    count = args.stages or 1
-    options = stage_options(args)
     try:
-        _refuse_space_flags(args)
-        if count > 1 and args.trials is None:
-            raise ValueError(
-                f"--stages {count}: a stage is narrowed from the trials of the one before, so "
-                "more than one stage needs --trials."
-            )
-        if count > 1 and args.child is not None:
-            raise ValueError(
-                f"--child names one stage, but --stages {count} creates {count}; the names "
-                "follow the parent's (book-s2, book-s3, ...)."
-            )
-        with open_readonly(url) as storage:
-            parent = stages.load_search_study(storage, args.study, url)
-            existing = {s.study_name for s in storage.get_all_studies()}
-            config = resolve_config(args, stored_config(parent))
-            names = (
-                [args.child]
-                if args.child
-                else stages.stage_names(args.study, stages.stage_number(parent), count)
-            )
-            taken = [n for n in names if n in existing]
-            if taken:
-                raise ValueError(
-                    f"Study {taken[0]!r} exists already; add trials to it with python -m "
-                    f"hpo.search --study {taken[0]} --trials N, or name the stage with --child."
-                )
-            plan = stages.plan_stage(parent, names[0], config, options)
-        make_sampler(plan.config.sampler, 0)
-        if args.trials is not None:
-            validate(plan.config, args)
+        plan = prepare_narrow(args, args.child)
     except ValueError as e:
         return cli.fail(PROG, e)
-
-    ensure_parent(url)
-    with opened_storage(url) as storage:
-        try:
-            done = stages.run_stages(
-                storage,
-                names,
-                plan.config,
-                options,
-                run=lambda study, config, n: run_with_progress(study, config, url, n, args),
-                echo=print,
-                first=plan,
-            )
-        except stages.CannotNarrow as e:
-            return cli.fail(PROG, e, code=1)
+    try:
+        execute_narrow(args, plan)
+    except stages.CannotNarrow as e:
+        return cli.fail(PROG, e, code=1)
+    except KeyboardInterrupt:
+        return 130  # the message is printed
+    except StorageFailure as e:
+        return cli.fail(PROG, f"the storage failed ({e}); the finished trials are kept.", 1)
     if args.trials is None:
         print(
-            f"Created {plan.name!r}; run it: python -m hpo.search --storage "
-            f"{display_url(url)} --study {plan.name} --trials N"
+            f"Created {plan.first.name!r}; run it: python -m hpo.search --storage "
+            f"{display_url(args.storage)} --study {plan.first.name} --trials N"
         )
-    return 0 if done.completed else 130
+    return 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ One module owns the record, so that the writer (:class:`hpo.objective.Objective`
 - a trial's user attrs: ``seed`` (its own seed), ``epochs`` (epochs trained), the per-epoch curves
   ``train_acc``, ``train_loss``, ``val_loss`` and, for a trial whose loss became NaN/inf,
   ``diverged`` (``{"epoch": ..., "reason": ...}``); ``val_acc`` is stored as the intermediate
-  values (``trial.report``) and the final one is the trial's value;
+  values (``trial.report``) and the final one is the trial's value; in a later stage, a trial
+  copied from the parent has ``seeded_from`` (``{"study": ..., "trial": ...}``, :mod:`hpo.stages`);
+- a trial's system attr ``hpo:run``: the run whose workers asked for it (or took it from the
+  queue), which is what a run's ``--trials`` counts;
 - a trial's outcome (complete, pruned, diverged, failed) and THE ranking of "best": complete, a
   finite value, not diverged, the higher value first, ties to the earlier trial.
 """
@@ -31,8 +34,11 @@ __all__ = [
     "METRICS",
     "OBJECTIVE_METRIC",
     "OUTCOMES",
+    "RUN_ATTR",
+    "SEEDED_ATTR",
     "SEED_ATTR",
     "best",
+    "count_finished",
     "count_outcomes",
     "count_states",
     "curves",
@@ -42,6 +48,7 @@ __all__ = [
     "finished_count",
     "outcome",
     "ranked",
+    "run_trials",
     "stored_seed",
     "write_curves",
     "write_diverged",
@@ -57,6 +64,8 @@ CONFIG_ATTR = "config"  # study user attr: SearchConfig.to_dict()
 SEED_ATTR = "seed"
 EPOCHS_ATTR = "epochs"
 DIVERGED_ATTR = "diverged"
+RUN_ATTR = "hpo:run"  # trial system attr: the id of the run that ran it
+SEEDED_ATTR = "seeded_from"  # trial user attr of a later stage's copy of a parent's trial
 
 # Finished trials: what ``--trials N`` counts (a failed trial is retried, so it does not count).
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -167,3 +176,13 @@ def finished_count(trials: Iterable[FrozenTrial]) -> int:
 def count_outcomes(trials: Sequence[FrozenTrial]) -> Counter[str]:
     """How many trials have each :func:`outcome`."""
     return Counter(outcome(t) for t in trials)
+
+
+def run_trials(trials: Iterable[FrozenTrial], run_id: str) -> list[FrozenTrial]:
+    """The trials that the run ``run_id``'s workers asked for (or took from the queue)."""
+    return [t for t in trials if t.system_attrs.get(RUN_ATTR) == run_id]
+
+
+def count_finished(trials: Iterable[FrozenTrial], run_id: str) -> int:
+    """Finished (complete or pruned) trials of the run ``run_id``: what ``--trials`` counts."""
+    return sum(t.state in FINISHED for t in run_trials(trials, run_id))

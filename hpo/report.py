@@ -36,6 +36,7 @@ from hpo import cli
 from hpo.results import open_readonly
 from hpo.stages import load_search_study
 from hpo.storage import DEFAULT_STORAGE
+from hpo.study import folder_name
 from hpo.study_figures import DEFAULT_TOP, FIGURES, report_figures
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def build_parser() -> cli.Parser:
         "--out",
         default=None,
         metavar="DIR",
-        help="where the PNG files go; default: studies/<study>/",
+        help="where the PNG files go; default: studies/<study>/ (the name made a safe folder name)",
     )
     p.add_argument(
         "--top", type=cli.positive_int, default=DEFAULT_TOP, help="trials in the grid and the table"
@@ -86,10 +87,12 @@ def build_parser() -> cli.Parser:
     return p
 
 
+@cli.guarded("hpo.report")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.configure_logging(-1 if args.quiet else 0)
-    out = Path(args.out) if args.out is not None else Path("studies") / args.study
+    # A folder of its own for any study name, inside studies/ ("../x", "", 5,000 characters).
+    out = Path(args.out) if args.out is not None else Path("studies") / folder_name(args.study)
     try:
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out must be a folder, but {str(out)!r} is a file.")

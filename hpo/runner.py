@@ -27,7 +27,6 @@ import threading
 import time
 import uuid
 import warnings
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,13 +42,11 @@ from hpo.admission import AdmissionLock
 from hpo.config import SearchConfig
 from hpo.lifetime import die_with_parent, interrupts_as_ctrl_c, interrupts_held
 from hpo.objective import Objective, load_split
+from hpo.record import FINISHED, RUN_ATTR, count_finished, run_trials
 from hpo.storage import HEARTBEAT_INTERVAL_S, opened_storage
 from hpo.study import make_pruner, make_sampler
 
 logger = logging.getLogger(__name__)
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-RUN_ATTR = "hpo:run"
 
 
 @dataclass(frozen=True)
@@ -63,20 +60,6 @@ class RunPlan:
     deadline: float | None  # time.time() after which no trial starts
     data_dir: str | None
     run_id: str  # tags the trials this run's workers ask for (system attr RUN_ATTR)
-
-
-def count_states(study: optuna.Study) -> Counter:
-    return Counter(t.state for t in study.get_trials(deepcopy=False))
-
-
-def run_trials(trials: list[FrozenTrial], run_id: str) -> list[FrozenTrial]:
-    """The trials that the run ``run_id``'s workers asked for (or took from the queue)."""
-    return [t for t in trials if t.system_attrs.get(RUN_ATTR) == run_id]
-
-
-def count_finished(trials: list[FrozenTrial], run_id: str) -> int:
-    """Finished (complete or pruned) trials of the run ``run_id``: what ``--trials`` counts."""
-    return sum(t.state in FINISHED for t in run_trials(trials, run_id))
 
 
 def _ask_if_wanted(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -300,6 +301,15 @@ def load_space(path: str | os.PathLike, base: dict[str, Param] | None = None) ->
         raise ValueError(f"Cannot read search-space file {os.fspath(path)!r}: {e.strerror}.") from e
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"Search-space file {os.fspath(path)!r} is not valid TOML: {e}.") from e
+    return merge_space(spec, base)
+
+
+def merge_space(spec: Mapping[str, Any], base: dict[str, Param] | None = None) -> dict[str, Param]:
+    """The tables of a search-space file, given as a dict, on top of ``base``.
+
+    Raises:
+        ValueError: If they describe a bad space.
+    """
     merged = space_to_dict(DEFAULT_SPACE if base is None else base)
     merged.update(spec)
     return space_from_dict(merged)

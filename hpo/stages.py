@@ -27,6 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo import record
 from hpo.config import SearchConfig
 from hpo.narrowing import DEFAULT_MARGIN, Narrowing, format_ranges, narrow_space
+from hpo.record import SEEDED_ATTR
 from hpo.results import load_study
 from hpo.space import Param, space_from_dict, space_to_dict
 from hpo.storage import display_url
@@ -65,7 +66,6 @@ LATER_SAMPLER = "tpe"  # later stages start from seeded trials: Bayesian search 
 PARENT_ATTR = "parent_study"
 STAGE_ATTR = "stage"
 NARROWING_ATTR = "narrowing"
-SEEDED_ATTR = "seeded_from"
 
 # Runs a stage: adds that many finished trials to the study; False if interrupted.
 RunStage = Callable[[optuna.Study, SearchConfig, int], bool]

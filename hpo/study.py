@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
+import re
 import warnings
 
 import optuna
@@ -117,3 +119,39 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, config: Search
 
     save_study_note(study, study_note(name, config))
     return study
+
+
+# Optuna's tables keep a study name in a VARCHAR(512) column: PostgreSQL refuses a longer one
+# (SQLite would store it), so it is refused up front, on every back end alike.
+MAX_STUDY_NAME = 512
+
+
+def check_study_name(name: str, flag: str = "--study") -> None:
+    """Refuse a study name the storage cannot keep; any other name is stored verbatim.
+
+    Raises:
+        ValueError: If the name is longer than ``MAX_STUDY_NAME`` characters.
+    """
+    if len(name) > MAX_STUDY_NAME:
+        raise ValueError(
+            f"{flag}: a study name may have at most {MAX_STUDY_NAME} characters (Optuna's "
+            f"tables keep no more), but got one of {len(name)}."
+        )
+
+
+def folder_name(study: str) -> str:
+    """A folder name for files derived from a study (its report figures), one path component.
+
+    The name itself where it is safe (letters, digits, ``.``, ``_``, ``-``; not starting with a
+    dot; at most 100 characters); otherwise its safe characters, shortened, with a hash of the
+    whole name, so that different names never share a folder and none leaves ``studies/``.
+    """
+    if _SAFE.fullmatch(study) and len(study) <= _MAX_FOLDER and not study.startswith("."):
+        return study
+    digest = hashlib.sha256(study.encode()).hexdigest()[:12]
+    kept = re.sub(r"[^A-Za-z0-9._-]+", "_", study).lstrip(".")[: _MAX_FOLDER - 13]
+    return f"{kept}-{digest}" if kept else digest
+
+
+_SAFE = re.compile(r"[A-Za-z0-9._-]+")
+_MAX_FOLDER = 100

@@ -315,6 +315,7 @@ def _print_replay(stored: StoredTrial, result: Replay, quiet: bool) -> None:
         print(f"Replay of trial {number}: DIFFERENT. First difference: {result.differences[0]}.")
 
 
+@cli.guarded("hpo.train")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

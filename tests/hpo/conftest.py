@@ -28,7 +28,7 @@ from hpo.objective import Objective, load_split
 from hpo.storage import open_storage
 from hpo.study import create_study
 
-TINY = ["--train-size", "100", "--epochs", "3", "-q"]
+TINY = ["--train-size", "100", "--epochs", "3", "-q", "--jobs", "1"]
 
 BN_DROPOUT_SPACE = """
 [use_batchnorm]

@@ -21,9 +21,9 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from hpo import search
+from hpo import progress, search
 from hpo.admission import ADMISSION_KEY, AdmissionLock
-from hpo.runner import RUN_ATTR
+from hpo.record import RUN_ATTR
 from hpo.storage import GRACE_PERIOD_S, open_storage
 
 from .test_search import SLOW, TINY, load, start_search, states, wait_for_running_trial
@@ -157,7 +157,9 @@ def test_after_an_interrupt_the_printed_command_adds_exactly_the_rest(tmp_path):
     db = tmp_path / "s.db"
     url = f"sqlite:///{db}"
     proc = subprocess.Popen(
-        search_command(url, "--trials", "40", "--epochs", "8", "--pruner", "none"),
+        search_command(
+            url, "--trials", "40", "--train-size", "300", "--epochs", "60", "--pruner", "none"
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -263,7 +265,7 @@ def test_a_lease_must_be_positive(study_lock):
 
 
 def test_more_jobs_than_usable_cores_warns_in_one_line_and_runs_them(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(search, "usable_cores", lambda: 1)
+    monkeypatch.setattr(progress, "usable_cores", lambda: 1)
     url = f"sqlite:///{tmp_path / 's.db'}"
 
     assert search.main(["--storage", url, "-q", *TINY, "--trials", "3", "--jobs", "2"]) == 0

@@ -19,7 +19,7 @@ from hpo.stages import seed_trials
 from hpo.storage import open_storage
 from hpo.study import create_study
 
-TINY = ["--epochs", "3", "--train-size", "100", "-q"]
+TINY = ["--epochs", "3", "--train-size", "100", "-q", "--jobs", "1"]
 LR = FloatDistribution(1e-6, 1e-2, log=True)
 WD = FloatDistribution(1e-8, 1e-4, log=True)
 

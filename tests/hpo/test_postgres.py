@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from hpo import best_params, search
 from hpo.config import SearchConfig
-from hpo.runner import FINISHED, RUN_ATTR
+from hpo.record import FINISHED, RUN_ATTR
 
 # The driver of postgresql:// URLs: psycopg2 under SQLAlchemy 2.0, psycopg (3) from 2.1 on.
 DRIVER = sqlalchemy.engine.make_url("postgresql://").get_driver_name()
@@ -31,7 +31,7 @@ pytest.importorskip(
     DRIVER, reason=f"the PostgreSQL driver {DRIVER} is missing: pip install -e .[dev]"
 )
 
-TINY = ["--train-size", "100", "--epochs", "3", "--hidden", "20", "20"]
+TINY = ["--train-size", "100", "--epochs", "3", "--hidden", "20", "20", "--jobs", "1"]
 PASSWORD = "right-pw-4711"  # of the role "hpo"; host connections as "postgres" need none
 START_TIMEOUT_S = 30
 

@@ -21,11 +21,12 @@ from optuna.trial import TrialState
 from hpo import search
 from hpo.cli import best_lines, trial_line
 from hpo.config import SearchConfig
-from hpo.runner import RUN_ATTR, _end_orphans, run_study
+from hpo.record import RUN_ATTR
+from hpo.runner import _end_orphans, run_study
 from hpo.storage import GRACE_PERIOD_S, open_storage
 from hpo.study import create_study
 
-TINY = ["--train-size", "100", "--epochs", "3", "--hidden", "20", "20"]
+TINY = ["--train-size", "100", "--epochs", "3", "--hidden", "20", "20", "--jobs", "1"]
 
 
 def run(db: Path, *args: str) -> int:

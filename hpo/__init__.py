@@ -43,6 +43,8 @@ hpo/ library
     pruning       AtSteps: a pruner consulted only where it can decide
     storage       Optuna RDB storage checked before use, SQLite tuned for many writers
     _sqlite_reads, _sqlite_writes   the plain-SQL read and write paths of the SQLite storage
+    _sqlite_storage   the fast SQLite path: connections tuned for many writers, plain-SQL trial I/O
+    _sqlite_checks    what an SQLite file must be before a command uses it (sound, writable)
     note          the study's Markdown note for optuna-dashboard
     admission     admitting new trials under a lock row in the study's own database
     runner        parallel workers (loky), exactly N finished trials, heartbeat retries

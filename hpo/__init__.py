@@ -42,9 +42,9 @@ hpo/ library
     study         samplers, pruners, creating a study with its stored config
     pruning       AtSteps: a pruner consulted only where it can decide
     storage       Optuna RDB storage checked before use, SQLite tuned for many writers
+    _sqlite_storage   the SQLite storage's plain-SQL path and the Optuna versions it is on for
     _sqlite_reads, _sqlite_writes   the plain-SQL read and write paths of the SQLite storage
-    _sqlite_storage   the fast SQLite path: connections tuned for many writers, plain-SQL trial I/O
-    _sqlite_checks    what an SQLite file must be before a command uses it (sound, writable)
+    _sqlite_checks    an SQLite file looked at before use: damaged, foreign, writable, how to read
     note          the study's Markdown note for optuna-dashboard
     admission     admitting new trials under a lock row in the study's own database
     runner        parallel workers (loky), exactly N finished trials, heartbeat retries

@@ -84,6 +84,15 @@ def add_search_arguments(parser: argparse.ArgumentParser, *, narrowing: bool = F
         ),
     )
     run.add_argument(
+        "--cluster",
+        default=None,
+        metavar="ADDRESS",
+        help=(
+            "a Dask scheduler (tcp://HOST:8786): run the --jobs workers as tasks on its cluster; "
+            "needs a PostgreSQL --storage and pip install -e '.[cluster]'"
+        ),
+    )
+    run.add_argument(
         "--timeout",
         type=cli.positive_float,
         default=None,

@@ -88,10 +88,10 @@ def _parse(keywords: Mapping[str, Any], *, narrowing: bool, caller: str) -> argp
 def _running(args: argparse.Namespace, progress: bool, verbose: bool) -> Iterator[None]:
     args.quiet, args.verbose, args.summary = not progress, verbose, progress
     jobs = n_workers(args.jobs)
-    warning = too_many_jobs(jobs)
+    warning = None if args.cluster else too_many_jobs(jobs)
     if warning:
         logger.warning(warning)
-    with workers_started(jobs):
+    with workers_started(1 if args.cluster else jobs):
         yield
 
 

@@ -3,7 +3,8 @@
 Ctrl-C, SIGTERM (``kill``, ``systemctl stop``) and SIGHUP stop a run the same way: the steps that
 must not be cut in two finish first, running trials are failed, and the command says how far it
 got. A command that is killed outright (SIGKILL, the OOM killer) runs no clean-up at all, so its
-worker processes are tied to it by the kernel instead.
+worker processes are tied to it by the kernel instead. The beats that show a run is alive
+(trial heartbeats, a cluster run's beat) are threads made by :func:`every`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 # What a command treats as Ctrl-C: `kill`, `systemctl stop` and the OOM killer's polite first
@@ -88,3 +89,21 @@ def _watch_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(_PARENT_CHECK_S)
     os._exit(1)
+
+
+@contextmanager
+def every(interval: float, action: Callable[[], object]):
+    """Call ``action`` from a thread every ``interval`` seconds while the block runs."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            action()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -113,6 +113,7 @@ def run_with_progress(
             # Nothing to show: no polling, which would cost a read twice a second.
             on_poll=progress if args.verbose or not args.quiet else None,
             run_id=run_id,
+            cluster_address=getattr(args, "cluster", None),
         )
     except KeyboardInterrupt:
         progress.close()

@@ -19,7 +19,9 @@ SIGTERM and SIGHUP as Ctrl-C.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import copy
+import functools
 import logging
 import os
 import sqlite3
@@ -38,9 +40,10 @@ from joblib.externals.loky.process_executor import TerminatedWorkerError
 from optuna.trial import FrozenTrial, TrialState
 from threadpoolctl import threadpool_limits
 
+from hpo import cluster
 from hpo.admission import AdmissionLock
 from hpo.config import SearchConfig
-from hpo.lifetime import die_with_parent, interrupts_as_ctrl_c, interrupts_held
+from hpo.lifetime import die_with_parent, every, interrupts_as_ctrl_c, interrupts_held
 from hpo.objective import Objective, load_split
 from hpo.record import FINISHED, RUN_ATTR, count_finished, run_trials
 from hpo.storage import HEARTBEAT_INTERVAL_S, opened_storage
@@ -60,6 +63,7 @@ class RunPlan:
     deadline: float | None  # time.time() after which no trial starts
     data_dir: str | None
     run_id: str  # tags the trials this run's workers ask for (system attr RUN_ATTR)
+    cluster: str | None = None  # a Dask scheduler's address: the workers are its tasks
 
 
 def _ask_if_wanted(
@@ -85,30 +89,12 @@ def _ask_if_wanted(
     return trial
 
 
-@contextmanager
-def _every(interval: float, action: Callable[[], object]):
-    """Call ``action`` from a thread every ``interval`` seconds while the block runs."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(interval):
-            action()
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
 def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> None:
     """Run one trial as ``study.optimize`` would: heartbeat, objective, tell."""
     state, value = TrialState.FAIL, None  # unless the objective ends normally or prunes
     try:
         # The first beat was recorded when the trial was asked for; the next one is due later.
-        with _every(HEARTBEAT_INTERVAL_S, lambda: study._storage.record_heartbeat(trial._trial_id)):
+        with every(HEARTBEAT_INTERVAL_S, lambda: study._storage.record_heartbeat(trial._trial_id)):
             result = objective(trial)
         state, value = TrialState.COMPLETE, result
     except optuna.TrialPruned:
@@ -122,6 +108,19 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -
             raise KeyboardInterrupt
 
 
+_SPLITS: dict[tuple, object] = {}
+
+
+def cached_split(config: SearchConfig, data_dir: str | None):
+    """The run's data split, loaded once per process and kept for the runs that follow (a Dask
+    worker process runs many tasks; a command, several rounds)."""
+    key = (config.dataset, config.train_size, config.val_rate, config.seed, config.dtype, data_dir)
+    if key not in _SPLITS:
+        _SPLITS.clear()  # one data set at a time: a full-size one is large
+        _SPLITS[key] = load_split(config, data_dir)
+    return _SPLITS[key]
+
+
 def work(plan: RunPlan, worker: int, stop: threading.Event | None = None) -> None:
     """One worker: run trials until the run's own finished and running trials reach its target.
 
@@ -131,7 +130,7 @@ def work(plan: RunPlan, worker: int, stop: threading.Event | None = None) -> Non
     config = SearchConfig.from_dict(plan.config)
     # One BLAS thread per process: two OpenBLAS threads make these small products much slower.
     with threadpool_limits(limits=1), opened_storage(plan.storage_url) as storage:
-        split = load_split(config, plan.data_dir)
+        split = cached_split(config, plan.data_dir)
         study = optuna.load_study(study_name=plan.study_name, storage=storage)
         # A seed per worker and per run, so that workers and resumed runs never repeat points.
         n_existing = len(study.get_trials(deepcopy=False))
@@ -144,6 +143,8 @@ def work(plan: RunPlan, worker: int, stop: threading.Event | None = None) -> Non
         while plan.deadline is None or time.time() < plan.deadline:
             if stop is not None and stop.is_set():
                 return
+            if plan.cluster is not None and not cluster.run_alive(study, plan.run_id):
+                return  # the command is gone: a task on a cluster cannot be killed from outside
             with interrupts_held() as interrupted:
                 trial = _ask_if_wanted(study, plan, admission)
             if interrupted:
@@ -166,6 +167,7 @@ def run_study(
     data_dir: str | None = None,
     on_poll: Callable[[list[FrozenTrial]], None] | None = None,
     run_id: str | None = None,
+    cluster_address: str | None = None,
 ) -> int:
     """Add ``n_trials`` finished (complete or pruned) trials of this run's own to ``study``.
 
@@ -182,6 +184,8 @@ def run_study(
         data_dir: Where data sets are looked for.
         on_poll: Called from a thread about twice a second with the study's trials, for progress.
         run_id: The tag of this run's trials (see :func:`count_finished`); default: a new one.
+        cluster_address: A Dask scheduler: the ``n_jobs`` workers run as tasks on its cluster
+            (:mod:`hpo.cluster`), none in this process.
 
     Returns:
         The finished trials the run added: ``n_trials``, unless the timeout came first.
@@ -201,8 +205,10 @@ def run_study(
         deadline=None if timeout is None else time.time() + timeout,
         data_dir=data_dir,
         run_id=run_id or uuid.uuid4().hex,
+        cluster=cluster_address,
     )
-    with _poller(study, on_poll), interrupts_as_ctrl_c():
+    beat = cluster.run_beat(study, plan.run_id) if cluster_address else contextlib.nullcontext()
+    with _poller(study, on_poll), interrupts_as_ctrl_c(), beat:
         try:
             _run_rounds(study, plan, n_jobs)
         except KeyboardInterrupt:
@@ -260,7 +266,7 @@ def _run_rounds(study: optuna.Study, plan: RunPlan, n_jobs: int) -> None:
         finished_before = count_finished(study.get_trials(deepcopy=False), plan.run_id)
         try:
             _launch(plan, n_jobs)
-        except TerminatedWorkerError:
+        except (TerminatedWorkerError, cluster.WorkerDied):
             logger.warning("A worker process died; its trial is failed and retried.")
         _end_orphans(study, plan.run_id, retry=True)
         finished = count_finished(study.get_trials(deepcopy=False), plan.run_id)
@@ -333,6 +339,9 @@ def _launch(plan: RunPlan, n_jobs: int) -> None:
     This process has imported everything and loaded the data, so it starts trials at once while
     the other workers start up (about a second each here, which a 2-job run otherwise loses).
     """
+    if plan.cluster is not None:
+        cluster.launch(plan.cluster, n_jobs, functools.partial(work, plan))
+        return
     if n_jobs == 1:
         work(plan, 0)
         return
@@ -366,7 +375,7 @@ def _poller(study: optuna.Study, on_poll: Callable[[list[FrozenTrial]], None] | 
         return
     on_poll(study.get_trials(deepcopy=False))
     try:
-        with _every(0.5, lambda: on_poll(study.get_trials(deepcopy=False))):
+        with every(0.5, lambda: on_poll(study.get_trials(deepcopy=False))):
             yield
     finally:
         on_poll(study.get_trials(deepcopy=False))

@@ -42,11 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.configure_logging(-1 if args.quiet else (1 if args.verbose else 0))
     jobs = n_workers(args.jobs)
-    warning = too_many_jobs(jobs)
+    # With --cluster, the workers are the cluster's tasks, however many cores this host has.
+    warning = None if args.cluster else too_many_jobs(jobs)
     if warning:
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
     # The other workers start while this process checks the input and prepares the study.
-    with workers_started(jobs):
+    with workers_started(1 if args.cluster else jobs):
         try:
             plan = prepare_search(args) if args.stages is None else prepare_stages(args)
         except ValueError as e:

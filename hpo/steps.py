@@ -15,10 +15,11 @@ import optuna
 
 from hpo import stages
 from hpo.arguments import existing_study, resolve_config, stage_options, validate
+from hpo.cluster import check_cluster
 from hpo.config import SearchConfig
 from hpo.progress import run_with_progress
 from hpo.results import open_readonly
-from hpo.storage import ensure_parent, opened_storage
+from hpo.storage import check_storage, ensure_parent, opened_storage
 from hpo.study import (
     check_study_name,
     create_study,
@@ -66,6 +67,8 @@ def prepare_search(args: argparse.Namespace) -> SearchPlan:
         ValueError: For bad input, a storage that cannot be used, or a contradicted study.
     """
     check_study_name(args.study)
+    if args.cluster is not None:
+        check_cluster(args.cluster, args.storage)
     exists, stored = existing_study(args.storage, args.study)
     if exists and stored is None:
         raise ValueError(_NOT_OURS.format(name=args.study))
@@ -145,6 +148,8 @@ def prepare_stages(args: argparse.Namespace) -> StagesPlan:
     """
     names = [f"{args.study}-s{k}" for k in range(1, args.stages + 1)]
     check_study_name(names[-1], "--study with --stages")
+    if args.cluster is not None:
+        check_cluster(args.cluster, args.storage)
     exists, stored = existing_study(args.storage, names[0])
     if exists and stored is None:
         raise ValueError(_NOT_OURS.format(name=names[0]))
@@ -228,6 +233,10 @@ def prepare_narrow(args: argparse.Namespace, child: str | None = None) -> Narrow
                 f"hpo.search --study {taken[0]} --trials N, or name the stage with --child."
             )
         first = stages.plan_stage(parent, names[0], config, stage_options(args))
+    # The stages are written to the same storage: refuse it now if this user cannot write it.
+    check_storage(url, create=True)
+    if args.cluster is not None:
+        check_cluster(args.cluster, url)
     make_sampler(first.config.sampler, 0)
     if args.trials is not None:
         validate(first.config, args)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from threadpoolctl import threadpool_limits
 
 from hpo import search
@@ -123,3 +124,14 @@ def copy_db(source: Path, target: Path) -> None:
     finally:
         src.close()
         dst.close()
+
+
+@pytest.fixture(scope="session")
+def server():
+    """The session's PostgreSQL server (tests/hpo/pg.py), with a database ``hpo``."""
+    driver = sqlalchemy.engine.make_url("postgresql://").get_driver_name()
+    pytest.importorskip(driver, reason=f"the PostgreSQL driver {driver} is missing")
+    from .pg import started_server
+
+    with started_server() as running:
+        yield running

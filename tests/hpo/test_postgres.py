@@ -1,19 +1,16 @@
 """python -m hpo.search on a real PostgreSQL server: what a parallel run stores, resume,
-best_params, and storages that cannot be opened. The server is a throwaway one, started for this
-module in a temporary folder, listening on 127.0.0.1 only, and stopped when the module ends."""
+best_params, commands on several hosts, and storages that cannot be opened. The server is the
+session's throwaway one (tests/hpo/pg.py), on 127.0.0.1 only."""
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
-import socket
+import signal
 import subprocess
 import sys
-import tempfile
+import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
@@ -24,6 +21,9 @@ from optuna.trial import TrialState
 from hpo import best_params, search
 from hpo.config import SearchConfig
 from hpo.record import FINISHED, RUN_ATTR
+from hpo.storage import GRACE_PERIOD_S
+
+from .pg import PASSWORD, Server, free_port
 
 # The driver of postgresql:// URLs: psycopg2 under SQLAlchemy 2.0, psycopg (3) from 2.1 on.
 DRIVER = sqlalchemy.engine.make_url("postgresql://").get_driver_name()
@@ -32,101 +32,6 @@ pytest.importorskip(
 )
 
 TINY = ["--train-size", "100", "--epochs", "3", "--hidden", "20", "20", "--jobs", "1"]
-PASSWORD = "right-pw-4711"  # of the role "hpo"; host connections as "postgres" need none
-START_TIMEOUT_S = 30
-
-
-def pg_bin() -> Path | None:
-    """The folder of the newest PostgreSQL server programs: Debian's layout, else the PATH."""
-    found = glob.glob("/usr/lib/postgresql/*/bin/initdb")
-    if found:
-        return Path(max(found, key=lambda p: int(Path(p).parts[-3]))).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (the moment it is returned)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass(frozen=True)
-class Server:
-    port: int
-
-    def url(self, user: str = "postgres", database: str = "hpo") -> str:
-        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
-
-    def execute(self, database: str, *statements: str) -> None:
-        """Runs SQL statements as the superuser, each in its own transaction."""
-        engine = sqlalchemy.create_engine(self.url(database=database), isolation_level="AUTOCOMMIT")
-        try:
-            with engine.connect() as con:
-                for statement in statements:
-                    con.exec_driver_sql(statement)
-        finally:
-            engine.dispose()
-
-    def tables(self, database: str) -> set[str]:
-        engine = sqlalchemy.create_engine(self.url(database=database))
-        try:
-            return set(sqlalchemy.inspect(engine).get_table_names())
-        finally:
-            engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    """A PostgreSQL server of its own, with a database ``hpo``, stopped after the module."""
-    bin_dir = pg_bin()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL server here (initdb not found); Debian: apt install postgresql")
-    # PostgreSQL refuses to run as root: as root, run its programs as the user postgres, in a
-    # folder of /tmp (pytest's temporary folders are private to root).
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    folder = Path(tempfile.mkdtemp(prefix="hpo-pg-"))
-    data, log = folder / "data", folder / "server.log"
-    if as_user:
-        shutil.chown(folder, "postgres", "postgres")
-
-    def pg(program: str, *args: str) -> None:
-        command = [*as_user, str(bin_dir / program), *args]
-        done = subprocess.run(
-            command, cwd=folder, capture_output=True, text=True, timeout=START_TIMEOUT_S
-        )
-        if done.returncode != 0:
-            server_log = log.read_text() if log.exists() else ""
-            raise RuntimeError(f"{program} failed:\n{done.stdout}{done.stderr}{server_log}")
-
-    port = free_port()
-    try:
-        pg("initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
-        # Password checks for the role hpo, so that a wrong password is refused.
-        (data / "pg_hba.conf").write_text(
-            "local all all trust\n"
-            "host all postgres 127.0.0.1/32 trust\n"
-            "host all all 127.0.0.1/32 scram-sha-256\n"
-        )
-        options = (
-            f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder}"
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        # -w: pg_ctl polls until the server accepts connections, for at most -t seconds.
-        pg("pg_ctl", "start", "-D", str(data), "-l", str(log), "-o", options, "-w",
-           "-t", str(START_TIMEOUT_S))  # fmt: skip
-        try:
-            Server(port).execute(
-                "postgres",
-                f"CREATE ROLE hpo LOGIN PASSWORD '{PASSWORD}'",
-                "CREATE DATABASE hpo OWNER hpo",
-            )
-            yield Server(port)
-        finally:
-            pg("pg_ctl", "stop", "-D", str(data), "-m", "immediate", "-w")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def states(url: str, name: str) -> Counter:
@@ -257,13 +162,24 @@ def test_best_params_of_an_empty_database_is_an_error_that_creates_no_table(serv
 # that nothing but the database can coordinate them.
 
 
-def start_host(tmp_path: Path, host: str, url: str, *args: str) -> subprocess.Popen:
+def host_env(tmp_path: Path, host: str) -> dict[str, str]:
     home = tmp_path / host
-    (home / "tmp").mkdir(parents=True)
-    env = {**os.environ, "HOME": str(home), "TMPDIR": str(home / "tmp")}
-    command = [sys.executable, "-m", "hpo.search", "--storage", url, "-q", *TINY, *args]
+    (home / "tmp").mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "HOME": str(home), "TMPDIR": str(home / "tmp")}
+
+
+def start_host(
+    tmp_path: Path, host: str, url: str, *args: str, experiment: Sequence[str] = TINY
+) -> subprocess.Popen:
+    """``python -m hpo.search`` as a host of its own, in a process group of its own."""
+    command = [sys.executable, "-m", "hpo.search", "--storage", url, "-q", *experiment, *args]
     return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=host_env(tmp_path, host),
+        start_new_session=True,
     )
 
 
@@ -311,3 +227,44 @@ def test_commands_started_at_once_on_a_server_all_work(server, tmp_path, where):
     )
 
     assert finished_by_run(url, "raced") == [2, 2, 2]
+
+
+SLOWER = ["--train-size", "300", "--epochs", "30", "--hidden", "50", "50", "--pruner", "none"]
+
+
+def test_a_killed_hosts_trials_are_failed_and_retried_and_every_count_stays_exact(server, tmp_path):
+    url = server.url()
+    study = ["--study", "kill", "--jobs", "2"]
+    wait_all([start_host(tmp_path, "first", url, *study, "--trials", "1", experiment=SLOWER)])
+    killed = start_host(tmp_path, "a", url, *study, "--trials", "40", experiment=())
+    other = start_host(tmp_path, "b", url, *study, "--trials", "6", experiment=())
+    deadline = time.monotonic() + 120
+    while states(url, "kill")[TrialState.RUNNING] < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+    os.killpg(killed.pid, signal.SIGKILL)  # the host and all its processes, mid-trial
+    killed.communicate(timeout=30)
+    wait_all([other])
+    # Its trials' heartbeats go stale after the grace period; the next run fails and retries them.
+    time.sleep(GRACE_PERIOD_S + 1)
+    wait_all([start_host(tmp_path, "c", url, *study, "--trials", "2", experiment=())])
+
+    runs = finished_by_run(url, "kill")
+    assert runs[:1] == [1] and 6 in runs and runs[-1] != 40 and 2 in runs
+    counts = states(url, "kill")
+    assert counts[TrialState.RUNNING] == 0 and counts[TrialState.FAIL] >= 1
+    seen = {
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"from hpo import best_params; print(best_params({url!r}, 'kill'))",
+            ],
+            capture_output=True,
+            text=True,
+            env=host_env(tmp_path, host),
+            check=True,
+        ).stdout
+        for host in ("b", "c")
+    }
+    assert len(seen) == 1 and "lr" in seen.pop()

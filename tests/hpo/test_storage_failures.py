@@ -26,6 +26,7 @@ from hpo import export as export_cli
 from hpo import train as train_cli
 
 from .conftest import copy_db, db_checksum
+from .pg import PASSWORD
 
 TINY = ["--train-size", "100", "--epochs", "3", "-q"]
 NOBODY = 65534
@@ -243,17 +244,7 @@ def test_a_storage_is_refused_in_one_line_or_read_and_left_as_it_was(
 
 # Passwords, wherever a URL carries them, are never printed.
 
-try:
-    from .test_postgres import PASSWORD, Server, server  # noqa: F401 - server is a fixture
-except pytest.skip.Exception as e:  # no PostgreSQL driver: those tests skip, the rest run
-    _NO_SERVER = str(e)
-
-    @pytest.fixture(scope="module")
-    def server():
-        pytest.skip(_NO_SERVER)
-
-    PASSWORD = "right-pw-4711"
-
+# The fixture `server` is the session's PostgreSQL server (conftest.py).
 
 @pytest.mark.parametrize(
     ("url", "shown"),

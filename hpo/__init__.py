@@ -48,6 +48,7 @@ hpo/ library
     note          the study's Markdown note for optuna-dashboard
     admission     admitting new trials under a lock row in the study's own database
     runner        parallel workers (loky), exactly N finished trials, heartbeat retries
+    cluster       a run's workers as tasks on a Dask distributed cluster (--cluster)
     lifetime      how a run's processes end: interrupts as Ctrl-C, workers die with the command
     results       reading studies back read-only: best_params, trial_config, load_trial
     narrowing     the next stage's ranges from a stage's best trials (pure)

@@ -106,7 +106,7 @@ def every(interval: float, action: Callable[[], object]):
                 action()
             except Exception as e:  # a beat that fails must not end the beating
                 if not failing:
-                    logger.warning("A background beat failed and goes on: %s", e)
+                    logger.info("A background beat failed and goes on: %s", e)
                 failing = True
             else:
                 failing = False

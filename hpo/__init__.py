@@ -22,6 +22,8 @@ Map of the code, one owner per concept:
 models/ (NumPy only)
     datasets      the MNIST family as arrays, the book's shuffled train/validation/test split
     idx           the IDX files: found or downloaded, SHA-256 checked, parsed
+    shared        the IDX data cached as .npy, memory-mapped by every process; ScaledRows:
+                  rows of uint8 images as floats per batch
     layers        the book's layers: forward/backward, dW/db
     network       MultiLayerNet (+ BatchNorm, Dropout), the book's loss with weight decay
     optimizers    SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam with the book's defaults
@@ -45,6 +47,7 @@ hpo/ library
     note          the study's Markdown note for optuna-dashboard
     admission     admitting new trials under a lock row in the study's own database
     runner        parallel workers (loky), exactly N finished trials, heartbeat retries
+    cluster       a Dask cluster as the engine: the run's workers as its tasks, the run's beat
     lifetime      how a run's processes end: interrupts as Ctrl-C, workers die with the command
     results       reading studies back read-only: best_params, trial_config, load_trial
     narrowing     the next stage's ranges from a stage's best trials (pure)

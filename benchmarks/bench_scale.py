@@ -119,9 +119,11 @@ def memory_of_search(jobs: int, hidden: list[str], env: dict, folder: Path) -> d
 
 
 def idle_interpreter(env: dict) -> tuple[int, int]:
-    code = ("import hpo.search, hpo.runner, hpo.objective, optuna, sqlalchemy, pathlib;"
-            "t = pathlib.Path('/proc/self/smaps_rollup').read_text().splitlines()[1:];"
-            "kb = {l.split(':')[0]: int(l.split()[1]) for l in t}; print(kb['Rss'], kb['Pss'])")
+    code = (
+        "import hpo.search, hpo.runner, hpo.objective, optuna, sqlalchemy, pathlib;"
+        "t = pathlib.Path('/proc/self/smaps_rollup').read_text().splitlines()[1:];"
+        "kb = {l.split(':')[0]: int(l.split()[1]) for l in t}; print(kb['Rss'], kb['Pss'])"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, timeout=120).stdout.split()  # fmt: skip
     return int(out[0]) * 1024, int(out[1]) * 1024
@@ -129,25 +131,35 @@ def idle_interpreter(env: dict) -> tuple[int, int]:
 
 def table_memory(quick: bool, env: dict, folder: Path) -> None:
     hidden = ["100"] * (2 if quick else 6)
-    print(f"\n1. Memory: hpo.search, full Fashion-MNIST (48,000 train + 12,000 validation), 1 epoch,"
-          f" float32, hidden {' '.join(hidden)}; peaks sampled every 0.1 s")
+    print(
+        f"\n1. Memory: hpo.search, full Fashion-MNIST (48,000 train + 12,000 validation), 1 epoch,"
+        f" float32, hidden {' '.join(hidden)}; peaks sampled every 0.1 s"
+    )
     load_dataset("fashion-mnist", shared=True)  # the .npy cache, written once beforehand
     rss0, pss0 = idle_interpreter(env)
-    print(f"   idle interpreter with hpo's imports: RSS {rss0 / MB:6.1f} MB  PSS {pss0 / MB:6.1f} MB")
-    print(f"   (the 48,000 training images as float32, per process, were {48000 * 784 * 4 / MB:.0f}"
-          " MB; as shared uint8 they are 36 MB for all processes)")
+    print(
+        f"   idle interpreter with hpo's imports: RSS {rss0 / MB:6.1f} MB  PSS {pss0 / MB:6.1f} MB"
+    )
+    print(
+        f"   (the 48,000 training images as float32, per process, were {48000 * 784 * 4 / MB:.0f}"
+        " MB; as shared uint8 they are 36 MB for all processes)"
+    )
     totals = {}
     for jobs in (1, 2):
         got = memory_of_search(jobs, hidden, env, folder)
         totals[jobs] = got["total_pss"]
         for rss, pss, what in got["processes"]:
             print(f"   --jobs {jobs}  {what:22s} RSS {rss / MB:6.1f} MB  PSS {pss / MB:6.1f} MB")
-        print(f"   --jobs {jobs}  total PSS (peak, all processes at once) {totals[jobs] / MB:6.1f} MB")
-    print(f"   added by the second worker: {(totals[2] - totals[1]) / MB:.1f} MB PSS "
-          f"(an idle interpreter alone: {pss0 / MB:.1f} MB)")
+        print(
+            f"   --jobs {jobs}  total PSS (peak, all processes at once) {totals[jobs] / MB:6.1f} MB"
+        )
+    print(
+        f"   added by the second worker: {(totals[2] - totals[1]) / MB:.1f} MB PSS "
+        f"(an idle interpreter alone: {pss0 / MB:.1f} MB)"
+    )
 
 
-# --- 2. epoch time vs the GEMM bound ---------------------------------------------------------------
+# --- 2. epoch time vs the GEMM bound -------------------------------------------------------------
 
 
 def gemm_operands(sizes: list[int], rows: int, backward: bool, dtype) -> list[tuple]:
@@ -155,7 +167,7 @@ def gemm_operands(sizes: list[int], rows: int, backward: bool, dtype) -> list[tu
     backward dW = x.T @ dout and dx = dout @ W.T (none for the input layer: nobody needs it)."""
     rng = np.random.default_rng(0)
     ops = []
-    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
         x, w = rng.random((rows, n_in), dtype=dtype), rng.random((n_in, n_out), dtype=dtype)
         ops.append((x, w))
         if backward:
@@ -178,9 +190,13 @@ def table_epoch(quick: bool) -> None:
     repeats = 2 if quick else 5
     dtypes = ("float32",) if quick else ("float32", "float64")
     hidden = [100] * 6
-    print(f"\n2. One epoch on 48,000 Fashion-MNIST training images, MultiLayerNet(784, {hidden}, 10),"
-          f" SGD, batch 100, 1 BLAS thread; medians of {repeats}, epoch and bound interleaved")
-    print("   dtype    updates  GEMM bound  ratio  (batch conversion)   evaluation  GEMM bound  ratio")
+    print(
+        f"\n2. One epoch on 48,000 Fashion-MNIST training images, MultiLayerNet(784, {hidden}, 10),"
+        f" SGD, batch 100, 1 BLAS thread; medians of {repeats}, epoch and bound interleaved"
+    )
+    print(
+        "   dtype    updates  GEMM bound  ratio  (batch conversion)   evaluation  GEMM bound  ratio"
+    )
     sizes = [784, *hidden, 10]
     for dtype in dtypes:
         split = search_split(load_dataset("fashion-mnist", dtype=dtype, shared=True), 60000, 0.2, 0)
@@ -191,7 +207,7 @@ def table_epoch(quick: bool) -> None:
         for r in range(repeats):
             net = MultiLayerNet(784, hidden, 10, rng=0, dtype=dtype)
             trainer = Trainer(net, get_optimizer("sgd", lr=0.01), split.x_train, split.t_train,
-                              split.x_val, split.t_val, epochs=1, batch_size=100, rng=r)  # fmt: skip
+                              split.x_val, split.t_val, epochs=1, rng=r)  # fmt: skip
             start = time.perf_counter()
             trainer.train()
             total = time.perf_counter() - start
@@ -207,11 +223,15 @@ def table_epoch(quick: bool) -> None:
             rows["b_up"].append(time_gemms(train_ops, steps))
             rows["b_ev"].append(time_gemms(eval_ops, 60000 // 2000))
         m = {k: statistics.median(v) for k, v in rows.items()}
-        print(f"   {dtype}  {m['up']:6.2f} s   {m['b_up']:6.2f} s  {m['up'] / m['b_up']:5.2f}x"
-              f"   {m['conv']:6.2f} s          {m['ev']:6.2f} s   {m['b_ev']:6.2f} s  "
-              f"{m['ev'] / m['b_ev']:5.2f}x")
-    print("   updates = the epoch's steps (forward, backward, SGD); evaluation = 12,000 validation +"
-          " 48,000 training images, 2,000 per pass; batch conversion = uint8 rows -> floats, alone")
+        print(
+            f"   {dtype}  {m['up']:6.2f} s   {m['b_up']:6.2f} s  {m['up'] / m['b_up']:5.2f}x"
+            f"   {m['conv']:6.2f} s          {m['ev']:6.2f} s   {m['b_ev']:6.2f} s  "
+            f"{m['ev'] / m['b_ev']:5.2f}x"
+        )
+    print(
+        "   updates = the epoch's steps (forward, backward, SGD); evaluation = 12,000 validation +"
+        " 48,000 training images, 2,000 per pass; batch conversion = uint8 rows -> floats, alone"
+    )
 
 
 # --- 3. large studies ----------------------------------------------------------------------------
@@ -272,10 +292,10 @@ def study_latencies(url: str, sizes: list[int], repeats: int) -> dict[int, dict[
 
         def first_suggest():
             trial = optuna.Trial(study, storage.create_new_trial(study._study_id))
-            study.sampler = tpe
+            study.sampler = tpe  # noqa: B023 (called in the loop)
             start = time.perf_counter()
             trial.suggest_float("lr", 1e-6, 1e-2, log=True)
-            row.setdefault("_s", []).append(time.perf_counter() - start)
+            row.setdefault("_s", []).append(time.perf_counter() - start)  # noqa: B023
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
 
         for _ in range(repeats):
@@ -283,7 +303,7 @@ def study_latencies(url: str, sizes: list[int], repeats: int) -> dict[int, dict[
         row["sampler"] = statistics.median(row.pop("_s"))
         path = f"/api/studies/{study._study_id}"
         get(app, path)  # the first request builds the app's caches
-        row["dashboard"] = timed(lambda: get(app, path), repeats)
+        row["dashboard"] = timed(lambda: get(app, path), repeats)  # noqa: B023
         row["best_params"] = timed(lambda: best_params(url, study.study_name), repeats)
         out[size] = row
     storage.engine.dispose()
@@ -293,8 +313,10 @@ def study_latencies(url: str, sizes: list[int], repeats: int) -> dict[int, dict[
 def table_large(quick: bool, urls: dict[str, str | None], reasons: dict[str, str]) -> None:
     sizes = [100, 300] if quick else [100, 1000, 5000]
     repeats = 3 if quick else 5
-    print(f"\n3. Large studies (2/3 complete, 1/3 pruned, 50 intermediate values each), median of "
-          f"{repeats}; growth = time ratio / size ratio (1 = linear)")
+    print(
+        f"\n3. Large studies (2/3 complete, 1/3 pruned, 50 intermediate values each), median of "
+        f"{repeats}; growth = time ratio / size ratio (1 = linear)"
+    )
     cols = ("storage", "sampler", "dashboard", "best_params")
     print("   storage     trials   " + "  ".join(f"{c:>12s}" for c in cols))
     for name, url in urls.items():
@@ -308,8 +330,10 @@ def table_large(quick: bool, urls: dict[str, str | None], reasons: dict[str, str
         first, last = rows[sizes[0]], rows[sizes[-1]]
         growth = "  ".join(f"{last[c] / first[c] / (sizes[-1] / sizes[0]):10.2f}  " for c in cols)
         print(f"   {name:10s} growth   {growth}")
-    print("   storage = ask + 50 x report + tell of one more trial; sampler = TPE's first suggest "
-          "of a new trial; dashboard = GET /api/studies/<id>")
+    print(
+        "   storage = ask + 50 x report + tell of one more trial; sampler = TPE's first suggest "
+        "of a new trial; dashboard = GET /api/studies/<id>"
+    )
 
 
 # --- 4. many workers -----------------------------------------------------------------------------
@@ -358,16 +382,18 @@ def many_workers(name: str, url: str, server, workers: int, seconds: float, cap:
         held = max(held, connections(name, url, server))
         time.sleep(0.5)
     elapsed = time.time() - start
-    done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-               for t in optuna.load_study(study_name=study.study_name, storage=url).trials)  # fmt: skip
+    trials = optuna.load_study(study_name=study.study_name, storage=url).trials
+    done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     return done, elapsed, held, len(errors), (str(errors[0])[:80] if errors else "")
 
 
 def table_many(quick: bool, urls: dict, server, reasons: dict[str, str]) -> None:
     counts = [4, 16] if quick else [16, 32, 64]
     seconds, cap = (8.0, 200) if quick else (30.0, 2000)
-    print(f"\n4. Many workers (threads running hpo.runner.work; trials: 1 epoch on 48 images, "
-          f"hidden 5, random sampler), each run {seconds:.0f} s or {cap} trials")
+    print(
+        f"\n4. Many workers (threads running hpo.runner.work; trials: 1 epoch on 48 images, "
+        f"hidden 5, random sampler), each run {seconds:.0f} s or {cap} trials"
+    )
     print("   storage     workers  finished  trials/s  connections  errors")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for name, url in urls.items():
@@ -376,10 +402,14 @@ def table_many(quick: bool, urls: dict, server, reasons: dict[str, str]) -> None
             continue
         for n in counts:
             done, elapsed, held, n_err, first = many_workers(name, url, server, n, seconds, cap)
-            print(f"   {name:10s} {n:7d}  {done:8d}  {done / elapsed:8.1f}  {held:11d}  {n_err:6d}"
-                  f" {first}")
-    print("   connections: PostgreSQL pg_stat_activity on the database; SQLite: open fds on the "
-          "file (this process). Clients and server share this machine's CPUs.")
+            print(
+                f"   {name:10s} {n:7d}  {done:8d}  {done / elapsed:8.1f}  {held:11d}  {n_err:6d}"
+                f" {first}"
+            )
+    print(
+        "   connections: PostgreSQL pg_stat_activity on the database; SQLite: open fds on the "
+        "file (this process). Clients and server share this machine's CPUs."
+    )
 
 
 def main() -> None:

@@ -110,8 +110,9 @@ def open_shared(name: str, folder: Path) -> dict[str, np.ndarray]:
     try:
         _write_npy(cache, arrays)
     except OSError as error:
-        logger.warning("Cannot cache %s in %s (%s): each process holds its own copy.", name,
-                       cache, error)
+        logger.warning(
+            "Cannot cache %s in %s (%s): each process holds its own copy.", name, cache, error
+        )
         for array in arrays.values():
             array.flags.writeable = False
         return arrays
@@ -141,8 +142,11 @@ def _open_npy(cache: Path) -> dict[str, np.ndarray] | None:
         except (OSError, ValueError):
             return None
         well_formed = (
-            images.dtype == np.uint8 and images.ndim == 2 and images.shape[1] == 784
-            and labels.dtype == np.int64 and labels.shape == (len(images),)
+            images.dtype == np.uint8
+            and images.ndim == 2
+            and images.shape[1] == 784
+            and labels.dtype == np.int64
+            and labels.shape == (len(images),)
         )
         if not well_formed:
             return None

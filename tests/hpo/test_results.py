@@ -438,8 +438,12 @@ def test_the_best_trial_is_read_without_loading_every_trial_and_agrees_with_the_
     ]
     study.add_trials(
         optuna.trial.create_trial(
-            state=state, value=value, params={"lr": 1e-4 * (i + 1)}, distributions=dist,
-            intermediate_values={1: 0.3}, user_attrs={record.DIVERGED_ATTR: "x"} if div else {},
+            state=state,
+            value=value,
+            params={"lr": 1e-4 * (i + 1)},
+            distributions=dist,
+            intermediate_values={1: 0.3},
+            user_attrs={record.DIVERGED_ATTR: "x"} if div else {},
         )
         for i, (state, value, div) in enumerate(rows)
     )
@@ -459,6 +463,8 @@ def test_the_best_trial_is_read_without_loading_every_trial_and_agrees_with_the_
 def test_a_study_without_a_rankable_trial_still_says_which_states_it_has(tmp_path):
     url = f"sqlite:///{tmp_path / 'none.db'}"
     study = optuna.create_study(storage=open_storage(url), study_name="s", direction="maximize")
-    study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, intermediate_values={1: 0.1}))
+    study.add_trial(
+        optuna.trial.create_trial(state=TrialState.PRUNED, intermediate_values={1: 0.1})
+    )
     with pytest.raises(ValueError, match="no complete trial yet .*1 pruned"):
         best_params(url, "s")

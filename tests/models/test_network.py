@@ -330,5 +330,8 @@ def test_batched_evaluation_equals_one_pass_over_everything(batch_size, one_hot)
     t = np.eye(10)[t] if one_hot else t
     scores = net.predict(x)
     labels = t.argmax(axis=1) if one_hot else t
-    one_pass = (cross_entropy(scores, t) + net.weight_decay_loss(), float(np.mean(scores.argmax(1) == labels)))
+    one_pass = (
+        cross_entropy(scores, t) + net.weight_decay_loss(),
+        float(np.mean(scores.argmax(1) == labels)),
+    )
     assert net.evaluate(x, t, batch_size=batch_size) == one_pass

@@ -92,7 +92,10 @@ def test_another_process_opens_the_same_files_as_memory_maps(folder, tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(tmp_path / "cache")}
     result = subprocess.run(
-        [sys.executable, "-c", code, str(folder)], env=env, capture_output=True, text=True,
+        [sys.executable, "-c", code, str(folder)],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
@@ -104,7 +107,9 @@ def test_changed_source_files_get_a_cache_of_their_own(folder, tmp_path, monkeyp
     write_idx_set(folder, arrays)
     register_sums(monkeypatch, "mnist", arrays)
     data = load_dataset("mnist", folder, download=False, shared=True)
-    assert np.array_equal(np.asarray(data.x), arrays["train-images-idx3-ubyte"].reshape(40, 784) / 255)
+    assert np.array_equal(
+        np.asarray(data.x), arrays["train-images-idx3-ubyte"].reshape(40, 784) / 255
+    )
     assert len({f.parent for f in npy_files(tmp_path)}) == 2
 
 
@@ -120,14 +125,19 @@ def test_an_unwritable_cache_falls_back_to_read_only_arrays_in_memory(folder, mo
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_training_on_shared_rows_matches_training_on_float_arrays_and_copies_nothing(
-    folder, dtype
-):
+def test_training_on_shared_rows_matches_training_on_float_arrays_and_copies_nothing(folder, dtype):
     def train(split):
         net = MultiLayerNet(784, [8, 8], 10, rng=1, dtype=dtype, use_batchnorm=True)
         trainer = Trainer(
-            net, get_optimizer("sgd", lr=0.1), split.x_train, split.t_train, split.x_val,
-            split.t_val, epochs=3, batch_size=7, rng=2,
+            net,
+            get_optimizer("sgd", lr=0.1),
+            split.x_train,
+            split.t_train,
+            split.x_val,
+            split.t_val,
+            epochs=3,
+            batch_size=7,
+            rng=2,
         )
         return trainer, trainer.train().history
 

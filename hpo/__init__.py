@@ -25,6 +25,8 @@ Map of the code, one owner per concept:
 models/ (NumPy only)
     datasets      the MNIST family as arrays, the book's shuffled train/validation/test split
     idx           the IDX files: found or downloaded, SHA-256 checked, parsed
+    shared        the IDX data cached as .npy, memory-mapped by every process; ScaledRows:
+                  rows of uint8 images as floats per batch
     layers        the book's layers: forward/backward, dW/db
     network       MultiLayerNet (+ BatchNorm, Dropout), the book's loss with weight decay
     optimizers    SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam with the book's defaults

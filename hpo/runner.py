@@ -1,7 +1,8 @@
 """Running a study in parallel worker processes, with exactly the requested number of trials.
 
 Each worker is a process with one BLAS thread, its own sampler seed, its own pruner and the data
-loaded once: this process is worker 0, the others are processes of joblib's loky executor.
+loaded once: this process is worker 0, the others are processes of joblib's loky executor; with
+a Dask cluster (:mod:`hpo.cluster`) every worker is a task there and this process only waits.
 
 A run counts the trials its own workers finish. Each trial a worker asks for is tagged with the
 run's id (system attr ``hpo:run``); before starting a trial, a worker fails trials whose worker
@@ -12,8 +13,8 @@ whatever other runs do on the same study, on this host or another. A dead worker
 failed and queued again, and counts for the run that finishes it.
 
 Workers end with their run: each one is killed by the kernel when the command dies
-(``PR_SET_PDEATHSIG`` on Linux; elsewhere a thread watches the parent), and the command treats
-SIGTERM and SIGHUP as Ctrl-C.
+(``PR_SET_PDEATHSIG`` on Linux; elsewhere a thread watches the parent; a cluster's tasks watch
+the run's beat), and the command treats SIGTERM and SIGHUP as Ctrl-C (:mod:`hpo.lifetime`).
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ def sections(markdown: str) -> list[Section]:
     for line in markdown.splitlines():
         if fence:
             marker, language, lines = fence
-            if line.strip().startswith(marker[0] * len(marker)) and not line.strip(marker[0]):
+            if line.strip().startswith(marker) and not line.strip().strip(marker[0]):
                 result[-1].blocks.append((language, "\n".join(lines)))
                 fence = None
             else:

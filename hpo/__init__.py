@@ -6,10 +6,13 @@ Training code takes a study's result in one line::
     params = best_params("sqlite:///studies/hpo.db", study="default")  # {"lr": ..., ...}
 
 and :func:`trial_config` rebuilds any trial's network, optimizer, trainer and data split. A
-notebook runs the search itself, as the commands do::
+notebook runs the search itself, as the commands do, and shows the report's figures inline, one
+call each (:func:`best_curves`, :func:`param_map`, :func:`history`, :func:`importances`,
+:func:`epochs`; all five: :func:`report_figures`)::
 
-    from hpo import next_stage, run_search
+    from hpo import best_curves, next_stage, run_search
     study = run_search(trials=100, lr=(1e-6, 1e-2), study="nb")   # -> optuna.Study
+    best_curves("sqlite:///studies/hpo.db", "nb")                  # a matplotlib Figure
     stage2 = next_stage("nb", trials=60)
 
 Data flows one way: ``models.datasets`` -> arrays -> the ``hpo`` objective -> ``models.Trainer``
@@ -22,6 +25,8 @@ Map of the code, one owner per concept:
 models/ (NumPy only)
     datasets      the MNIST family as arrays, the book's shuffled train/validation/test split
     idx           the IDX files: found or downloaded, SHA-256 checked, parsed
+    shared        the IDX data cached as .npy, memory-mapped by every process; ScaledRows:
+                  rows of uint8 images as floats per batch
     layers        the book's layers: forward/backward, dW/db
     network       MultiLayerNet (+ BatchNorm, Dropout), the book's loss with weight decay
     optimizers    SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam with the book's defaults
@@ -42,9 +47,11 @@ hpo/ library
     _sqlite_storage   the SQLite storage's plain-SQL path and the Optuna versions it is on for
     _sqlite_reads, _sqlite_writes   the plain-SQL read and write paths of the SQLite storage
     _sqlite_checks    an SQLite file looked at before use: damaged, foreign, writable, how to read
+    _server_storage   the storage on a database server: calls that outlast a server restart
     note          the study's Markdown note for optuna-dashboard
     admission     admitting new trials under a lock row in the study's own database
     runner        parallel workers (loky), exactly N finished trials, heartbeat retries
+    cluster       the workers as tasks on a Dask cluster (--cluster), and the run's beat
     lifetime      how a run's processes end: interrupts as Ctrl-C, workers die with the command
     results       reading studies back read-only: best_params, trial_config, load_trial
     narrowing     the next stage's ranges from a stage's best trials (pure)
@@ -54,7 +61,8 @@ hpo/ library
     progress      what a person watching a run sees: workers, progress bar, summary, resume hint
     steps         the commands' steps: prepare (check everything, write nothing), execute
     library       run_search and next_stage: the same steps from Python, keywords for flags
-    figures       the report's five figures
+    figures       the report's five figures, drawn from stages
+    study_figures   the five figures of a stored study, one call each (notebooks, the report)
     cli           the one rule for errors and exit codes, flag types, the book's trial lines
 
 hpo/ commands (python -m hpo.<command>: main(argv) -> int)
@@ -70,14 +78,22 @@ from typing import Any
 from hpo.objective import TrialSetup
 from hpo.results import best_params, trial_config
 
-__all__ = ["TrialSetup", "best_params", "next_stage", "run_search", "trial_config"]
+# Loaded on first use: running a search needs the worker machinery (joblib), which reading
+# results (best_params, hpo.report) does not; the figures need matplotlib (half a second on a
+# slow core), which the commands and the search's worker processes do not.
+_SEARCH = ("next_stage", "run_search")
+_FIGURES = ("best_curves", "epochs", "history", "importances", "param_map", "report_figures")
+
+__all__ = ["TrialSetup", "best_params", "trial_config", *_SEARCH, *_FIGURES]
 
 
 def __getattr__(name: str) -> Any:
-    # Loaded on first use: running a search needs the worker machinery (joblib), which reading
-    # results (best_params, hpo.report) does not.
-    if name in ("run_search", "next_stage"):
+    if name in _SEARCH:
         from hpo import library
 
         return getattr(library, name)
+    if name in _FIGURES:
+        from hpo import study_figures
+
+        return getattr(study_figures, name)
     raise AttributeError(f"module 'hpo' has no attribute {name!r}")

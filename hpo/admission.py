@@ -15,6 +15,7 @@ lazily), so the workers' sampling is never serialised.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -24,6 +25,8 @@ from contextlib import contextmanager
 
 import sqlalchemy
 from sqlalchemy.engine import Engine
+
+from hpo._server_storage import with_retries
 
 ADMISSION_KEY = "hpo:admission"
 LEASE_S = 30.0  # far longer than an admission takes (milliseconds), short enough to recover
@@ -71,8 +74,11 @@ class AdmissionLock:
         try:
             yield
         finally:
-            with self.engine.begin() as con:
-                con.execute(_RELEASE, self._row(value))
+            with_retries(lambda: self._release(value), "releasing the admission lock")
+
+    def _release(self, value: str) -> None:
+        with self.engine.begin() as con:
+            con.execute(_RELEASE, self._row(value))
 
     def _row(self, value: str, **extra: str) -> dict[str, object]:
         return {"study_id": self.study_id, "key": ADMISSION_KEY, "value": value, **extra}
@@ -81,11 +87,16 @@ class AdmissionLock:
         wait = _FIRST_WAIT_S
         while True:
             value = json.dumps({"holder": uuid.uuid4().hex, "until": time.time() + self.lease})
-            if self._try_insert(value) or self._try_take_over(value):
+            # A server that restarts is waited for (hpo/_server_storage.py); after an insert
+            # whose answer was lost, the row found is this worker's own.
+            if with_retries(functools.partial(self._try_to_take, value), "admission"):
                 return value
             # Jittered, growing waits: workers that collide once do not collide again in step.
             time.sleep(wait * random.uniform(0.5, 1.5))
             wait = min(2 * wait, _LONGEST_WAIT_S)
+
+    def _try_to_take(self, value: str) -> bool:
+        return self._try_insert(value) or self._try_take_over(value)
 
     def _try_insert(self, value: str) -> bool:
         try:
@@ -103,6 +114,8 @@ class AdmissionLock:
         """Take the lock from a holder whose lease ran out (it died holding it)."""
         with self.engine.begin() as con:
             old = con.execute(_READ, self._row(value)).scalar()
+            if old == value:
+                return True
             if old is None or json.loads(old)["until"] > time.time():
                 return False
             # Compare and swap: of two workers that find the same expired lease, one wins.

@@ -284,7 +284,8 @@ def validate(config: SearchConfig, args) -> None:
     make_sampler(config.sampler, 0)
     make_pruner(config.pruner, config.epochs)
     check_space(config)
-    dataset = load_dataset(config.dataset, args.data_dir, download=True)
+    # shared: only its size is needed here, and this writes the .npy cache the workers open.
+    dataset = load_dataset(config.dataset, args.data_dir, download=True, shared=True)
     if config.train_size > len(dataset.x):
         raise ValueError(
             f"--train-size: `train_size <= {len(dataset.x)}` (the {config.dataset} samples) must "

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import optuna
 
 from hpo import record
-from hpo.storage import DEFAULT_STORAGE
+from hpo.storage import DEFAULT_STORAGE, quiet_storage_fallbacks
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -140,6 +140,7 @@ def configure_logging(verbosity: int) -> None:
     optuna.logging.disable_default_handler()
     optuna.logging.set_verbosity(logging.INFO if verbosity > 0 else logging.WARNING)
     optuna.logging.enable_propagation()
+    quiet_storage_fallbacks()
 
 
 def format_params(params: dict[str, Any]) -> str:

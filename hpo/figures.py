@@ -1,13 +1,15 @@
 """The report's figures (``python -m hpo.report``), each drawn from a study's stages.
 
 Matplotlib's object-oriented API with no pyplot state, so no display is needed; every function
-returns a ``Figure`` for the caller to save. A trial's outcome (:func:`hpo.record.outcome`) is
-drawn the same in every figure (:data:`STATE_STYLE`), and "best" is :func:`hpo.record.ranked`.
+returns a ``Figure`` (:class:`InlineFigure`) for the caller to save or a notebook to show. A
+trial's outcome (:func:`hpo.record.outcome`) is drawn the same in every figure
+(:data:`STATE_STYLE`), and "best" is :func:`hpo.record.ranked`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import math
 from collections.abc import Sequence
@@ -30,6 +32,7 @@ from hpo.stages import PARENT_ATTR
 
 __all__ = [
     "STATE_STYLE",
+    "InlineFigure",
     "Stage",
     "plot_best_curves",
     "plot_epochs",
@@ -50,6 +53,19 @@ STATE_STYLE = {
     "diverged": {"color": "tab:red", "marker": "v", "label": "diverged (NaN/inf loss)"},
     "failed": {"color": "black", "marker": "+", "label": "failed"},
 }
+
+
+class InlineFigure(Figure):
+    """A ``Figure`` that Jupyter shows inline as a cell's value, with or without pyplot.
+
+    A bare ``Figure`` displays as text until the notebook turns on matplotlib's inline support
+    (``%matplotlib inline`` or importing pyplot); IPython asks any object for ``_repr_png_``.
+    """
+
+    def _repr_png_(self) -> bytes:
+        png = io.BytesIO()
+        self.savefig(png, format="png", bbox_inches="tight")  # as matplotlib's inline backend
+        return png.getvalue()
 
 
 @dataclass(frozen=True)
@@ -74,7 +90,7 @@ def plot_best_curves(study_name: str, trials: Sequence[FrozenTrial], top: int, e
     n_complete = len(ranked(trials))
     columns = min(COLUMNS, max(len(best), 2))
     rows = max(1, math.ceil(len(best) / columns))
-    fig = Figure(figsize=(3.0 * columns, 2.3 * rows + 1.2), dpi=DPI, layout="constrained")
+    fig = InlineFigure(figsize=(3.0 * columns, 2.3 * rows + 1.2), dpi=DPI, layout="constrained")
     axes = fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
     x_max = max([epochs, *(max(t.intermediate_values, default=0) for t in best)])
     for i, ax in enumerate(axes.flat):
@@ -139,7 +155,7 @@ def _label(name: str) -> str:
 
 def plot_param_map(stages: Sequence[Stage]):
     """Every trial in the lr x weight-decay plane, coloured by validation accuracy."""
-    fig = Figure(figsize=(8.5, 6.5), dpi=DPI, layout="constrained")
+    fig = InlineFigure(figsize=(8.5, 6.5), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     axes = _map_params(stages)
     if axes is None:
@@ -258,7 +274,7 @@ def _stage_bounds(ax, stages: Sequence[Stage], y_text: float) -> None:
 
 def plot_history(stages: Sequence[Stage]):
     """Best-so-far validation accuracy against trial number, over all stages."""
-    fig = Figure(figsize=(10, 5), dpi=DPI, layout="constrained")
+    fig = InlineFigure(figsize=(10, 5), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     trials = [t for s in stages for t in s.trials]
     x = np.arange(1, len(trials) + 1)
@@ -307,7 +323,7 @@ def plot_importances(study: optuna.Study):
     """fANOVA parameter importances in the study's ranges, or a note why there are none."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     params = sorted({n for t in trials for n in t.distributions})
-    fig = Figure(figsize=(7, 1.9 + 0.45 * max(len(params), 2)), dpi=DPI, layout="constrained")
+    fig = InlineFigure(figsize=(7, 1.9 + 0.45 * max(len(params), 2)), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     ranges = (
         "the narrowed ranges of this stage" if PARENT_ATTR in study.user_attrs else "its ranges"
@@ -350,7 +366,7 @@ def plot_importances(study: optuna.Study):
 
 def plot_epochs(stages: Sequence[Stage]):
     """Epochs each trial trained, coloured by outcome, against the full budget."""
-    fig = Figure(figsize=(10, 4.5), dpi=DPI, layout="constrained")
+    fig = InlineFigure(figsize=(10, 4.5), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     trials = [t for s in stages for t in s.trials]
     budget = [s.config.epochs for s in stages for _ in s.trials]

@@ -10,6 +10,7 @@ worker processes are tied to it by the kernel instead. The beats that show a run
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import sys
@@ -17,6 +18,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+logger = logging.getLogger(__name__)
 
 # What a command treats as Ctrl-C: `kill`, `systemctl stop` and the OOM killer's polite first
 # step send SIGTERM, a closed terminal SIGHUP.
@@ -97,8 +100,16 @@ def every(interval: float, action: Callable[[], object]):
     stop = threading.Event()
 
     def loop() -> None:
+        failing = False
         while not stop.wait(interval):
-            action()
+            try:
+                action()
+            except Exception as e:  # a beat that fails must not end the beating
+                if not failing:
+                    logger.info("A background beat failed and goes on: %s", e)
+                failing = True
+            else:
+                failing = False
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()

@@ -102,8 +102,12 @@ def _in_order(kwargs: dict[str, Any], call: Any) -> dict[str, Any]:
 
 
 def load_split(config: SearchConfig, data_dir: str | None = None) -> Split:
-    """The configuration's train/validation/test split, the same in every process."""
-    dataset = load_dataset(config.dataset, data_dir, dtype=np.dtype(config.dtype))
+    """The configuration's train/validation/test split, the same in every process.
+
+    Full-size data sets are memory-mapped uint8 images shared by all processes
+    (``load_dataset(..., shared=True)``); a split holds index arrays into them.
+    """
+    dataset = load_dataset(config.dataset, data_dir, dtype=np.dtype(config.dtype), shared=True)
     return search_split(dataset, config.train_size, config.val_rate, config.seed)
 
 

@@ -14,7 +14,9 @@ Writes five PNG files (matplotlib's Agg renderer, no display needed) into ``--ou
 
 The grid and the table rank the study's own trials (for a later stage: with the trials seeded from
 its parent); the map, the history and the epochs show every stage up to the study, each trial once.
-The storage is opened read-only.
+The storage is opened read-only. The figures are :func:`hpo.report_figures`'s; from Python,
+``hpo.best_curves(storage, study)`` and the others return each as a ``Figure`` (inline in a
+notebook).
 
 Example::
 
@@ -29,46 +31,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
-from optuna.trial import FrozenTrial
 
-from hpo import cli, record
-from hpo.config import SearchConfig
-from hpo.figures import (
-    STATE_STYLE,
-    Stage,
-    plot_best_curves,
-    plot_epochs,
-    plot_history,
-    plot_importances,
-    plot_param_map,
-)
+from hpo import cli
 from hpo.results import open_readonly
-from hpo.stages import STAGE_ATTR, is_seeded, lineage, load_search_study
+from hpo.stages import load_search_study
 from hpo.storage import DEFAULT_STORAGE
-from hpo.study import folder_name, stored_config
+from hpo.study import folder_name
+from hpo.study_figures import DEFAULT_TOP, FIGURES, report_figures
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TOP = 20  # the book's grid: Best-1 .. Best-20
-FILES = ("best_curves.png", "param_map.png", "history.png", "importance.png", "epochs.png")
-
-
-def load_stages(storage: optuna.storages.BaseStorage, name: str) -> list[Stage]:
-    """The study ``name`` and the stages before it (parent links), stage 1 first."""
-    stages = []
-    for i, study in enumerate(lineage(storage, name), start=1):
-        config = stored_config(study) or SearchConfig()
-        own = [t for t in study.get_trials(deepcopy=False) if not is_seeded(t)]
-        stages.append(
-            Stage(study.study_name, int(study.user_attrs.get(STAGE_ATTR, i)), config, own)
-        )
-    return stages
+FILES = tuple(f"{name}.png" for name in FIGURES)
 
 
 def write_report(
     storage: optuna.storages.BaseStorage, study_name: str, out_dir: Path, *, top: int = DEFAULT_TOP
 ) -> list[Path]:
-    """Draw the five figures of a study into ``out_dir`` (created if missing).
+    """Draw the five figures of a study (:func:`hpo.study_figures.report_figures`) into
+    ``out_dir`` (created if missing).
 
     Returns:
         The paths written, in the order of the module docstring.
@@ -76,33 +56,15 @@ def write_report(
     Raises:
         ValueError: If the study has no complete trial, or a parent link is broken.
     """
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    trials = study.get_trials(deepcopy=False)
-    if not record.ranked(trials):
-        raise ValueError(
-            f"A report needs a complete trial, but study {study_name!r} has {_counts(trials)}."
-        )
-    stages = load_stages(storage, study_name)
-    figures = [
-        plot_best_curves(study_name, trials, top, stages[-1].config.epochs),
-        plot_param_map(stages),
-        plot_history(stages),
-        plot_importances(study),
-        plot_epochs(stages),
-    ]
+    figures = report_figures(storage, study_name, top)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, fig in zip(FILES, figures, strict=True):
-        path = out_dir / name
+    for name, fig in figures.items():
+        path = out_dir / f"{name}.png"
         fig.savefig(path)
         paths.append(path)
         logger.debug("Wrote %s", path)
     return paths
-
-
-def _counts(trials: Sequence[FrozenTrial]) -> str:
-    kinds = record.count_outcomes(trials)
-    return ", ".join(f"{kinds[k]} {k}" for k in STATE_STYLE) if trials else "no trials"
 
 
 def build_parser() -> cli.Parser:

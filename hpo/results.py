@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from hpo import record
 from hpo.config import SearchConfig
@@ -89,15 +90,16 @@ def _states(trials: list[FrozenTrial]) -> str:
 
 
 def _pick(study: optuna.Study, number: int | None, where: str) -> FrozenTrial:
-    trials = study.get_trials(deepcopy=False)
     if number is None:
-        best = record.best(trials, maximize=study.directions[0] == StudyDirection.MAXIMIZE)
+        best = best_trial(study)
         if best is None:
+            trials = study.get_trials(deepcopy=False)
             raise ValueError(
                 f"Study {study.study_name!r} in {where} has no complete trial yet "
                 f"({_states(trials)})."
             )
         return best
+    trials = study.get_trials(deepcopy=False)
     by_number = {t.number: t for t in trials}
     if number not in by_number:
         span = f"0..{len(trials) - 1}" if trials else "none: the study has no trials"
@@ -105,6 +107,47 @@ def _pick(study: optuna.Study, number: int | None, where: str) -> FrozenTrial:
             f"Trial numbers of study {study.study_name!r} are {span}, but got {number}."
         )
     return by_number[number]
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best trial by :func:`hpo.record.ranked`, or None, without loading the whole study.
+
+    An RDB storage is asked for the complete trials' values only; full trials are then read one
+    at a time from the best value down until one ranks (almost always the first). Reading every
+    trial took 5.7 ms per trial on PostgreSQL (50 intermediate values each: 1.8 s at 300 trials,
+    benchmarks/bench_scale.py).
+    """
+    storage = study._storage
+    storage = getattr(storage, "_backend", storage)  # under Optuna's _CachedStorage
+    maximize = study.directions[0] == StudyDirection.MAXIMIZE
+    if not isinstance(storage, optuna.storages.RDBStorage) or len(study.directions) != 1:
+        return record.best(study.get_trials(deepcopy=False), maximize=maximize)
+    sign = -1.0 if maximize else 1.0
+    for trial_id, _, _ in sorted(_complete_values(storage, study._study_id),
+                                 key=lambda row: (sign * row[2], row[1])):  # fmt: skip
+        trial = storage.get_trial(trial_id)
+        if record.ranked([trial], maximize=maximize):
+            return trial
+    return None
+
+
+def _complete_values(storage: optuna.storages.RDBStorage, study_id: int) -> list[tuple]:
+    """(trial_id, number, value) of the study's complete trials with a finite value."""
+    from optuna.storages._rdb import models
+
+    trial, value = models.TrialModel, models.TrialValueModel
+    query = (
+        sqlalchemy.select(trial.trial_id, trial.number, value.value)
+        .join(value, value.trial_id == trial.trial_id)
+        .where(
+            trial.study_id == study_id,
+            trial.state == TrialState.COMPLETE,
+            value.objective == 0,
+            value.value_type == value.TrialValueType.FINITE,
+        )
+    )
+    with storage.engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(query)]
 
 
 def find_trial(storage: Storage, study: str, trial: int | None = None) -> FrozenTrial:

@@ -1,7 +1,8 @@
 """Running a study in parallel worker processes, with exactly the requested number of trials.
 
 Each worker is a process with one BLAS thread, its own sampler seed, its own pruner and the data
-loaded once: this process is worker 0, the others are processes of joblib's loky executor.
+loaded once: this process is worker 0, the others are processes of joblib's loky executor; with
+a Dask cluster (:mod:`hpo.cluster`) every worker is a task there and this process only waits.
 
 A run counts the trials its own workers finish. Each trial a worker asks for is tagged with the
 run's id (system attr ``hpo:run``); before starting a trial, a worker fails trials whose worker
@@ -12,8 +13,8 @@ whatever other runs do on the same study, on this host or another. A dead worker
 failed and queued again, and counts for the run that finishes it.
 
 Workers end with their run: each one is killed by the kernel when the command dies
-(``PR_SET_PDEATHSIG`` on Linux; elsewhere a thread watches the parent), and the command treats
-SIGTERM and SIGHUP as Ctrl-C.
+(``PR_SET_PDEATHSIG`` on Linux; elsewhere a thread watches the parent; a cluster's tasks watch
+the run's beat), and the command treats SIGTERM and SIGHUP as Ctrl-C (:mod:`hpo.lifetime`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from hpo.config import SearchConfig
 from hpo.lifetime import die_with_parent, every, interrupts_as_ctrl_c, interrupts_held
 from hpo.objective import Objective, load_split
 from hpo.record import FINISHED, RUN_ATTR, count_finished, run_trials
-from hpo.storage import HEARTBEAT_INTERVAL_S, opened_storage
+from hpo.storage import HEARTBEAT_INTERVAL_S, opened_storage, quiet_storage_fallbacks
 from hpo.study import make_pruner, make_sampler
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ def work(plan: RunPlan, worker: int, stop: threading.Event | None = None) -> Non
     ``stop``, when set, ends the loop before the next trial (another worker of the run failed).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_storage_fallbacks()
     config = SearchConfig.from_dict(plan.config)
     # One BLAS thread per process: two OpenBLAS threads make these small products much slower.
     with threadpool_limits(limits=1), opened_storage(plan.storage_url) as storage:
@@ -255,8 +257,10 @@ def storage_reason(error: BaseException) -> str:
     """The database's own words for ``error``, on one line."""
     while error.__cause__ is not None and isinstance(error, optuna.exceptions.StorageInternalError):
         error = error.__cause__
-    text = str(getattr(error, "orig", None) or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    text = str(getattr(error, "orig", None) or error)
+    # A worker process's error arrives with its traceback appended in triple quotes.
+    lines = [line.strip() for line in text.splitlines() if line.strip() not in ("", '"""')]
+    return lines[0] if lines else type(error).__name__
 
 
 def _run_rounds(study: optuna.Study, plan: RunPlan, n_jobs: int) -> None:

@@ -171,20 +171,7 @@ def execute_stages(args: argparse.Namespace, plan: StagesPlan) -> stages.StagesR
         KeyboardInterrupt: After an interrupt, once the message is printed.
         hpo.runner.StorageFailure: If the storage fails during the run.
     """
-    url = args.storage
-    ensure_parent(url)
-    with opened_storage(url) as storage:
-        done = stages.run_stages(
-            storage,
-            plan.names,
-            plan.config,
-            stage_options(args),
-            run=lambda study, config, n: run_with_progress(study, config, url, n, args),
-            echo=print,
-        )
-    if not done.completed:
-        raise KeyboardInterrupt
-    return done
+    return _run_stages(args, plan.names, plan.config)
 
 
 # hpo.narrow
@@ -263,17 +250,26 @@ def execute_narrow(args: argparse.Namespace, plan: NarrowPlan) -> stages.StagesR
     Raises:
         As :func:`execute_stages`.
     """
+    return _run_stages(args, plan.names, plan.first.config, plan.first)
+
+
+def _run_stages(
+    args: argparse.Namespace,
+    names: list[str],
+    config: SearchConfig,
+    first: stages.Plan | None = None,
+) -> stages.StagesRun:
     url = args.storage
     ensure_parent(url)
     with opened_storage(url) as storage:
         done = stages.run_stages(
             storage,
-            plan.names,
-            plan.first.config,
+            names,
+            config,
             stage_options(args),
             run=lambda study, config, n: run_with_progress(study, config, url, n, args),
             echo=print,
-            first=plan.first,
+            first=first,
         )
     if not done.completed:
         raise KeyboardInterrupt

@@ -17,6 +17,7 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
+from hpo._server_storage import ServerStorage
 from hpo._sqlite_checks import check_sqlite_file, check_writable
 from hpo._sqlite_storage import (  # noqa: F401 - re-exported: hpo.storage's names, as before
     FAST_PATH_OPTUNA,
@@ -223,6 +224,7 @@ def _open(url: str, heartbeat: bool, read_only: bool) -> optuna.storages.RDBStor
             logger.info("Optuna's own SQL for %s: hpo's plain-SQL path is off, %s.", path, refusal)
     else:
         engine_kwargs = {"pool_pre_ping": True}
+        storage_class = ServerStorage
     if not heartbeat or read_only:
         return storage_class(url, engine_kwargs=engine_kwargs)
     with warnings.catch_warnings():
@@ -237,6 +239,13 @@ def _open(url: str, heartbeat: bool, read_only: bool) -> optuna.storages.RDBStor
                 max_retry=MAX_RETRY
             ),
         )
+
+
+def quiet_storage_fallbacks() -> None:
+    """Silence Optuna's warning that a query failed and it falls back to a slower one: on a
+    server that restarts, the call is tried again here (hpo/_server_storage.py), and the error,
+    if it stays, ends the run with one line."""
+    logging.getLogger("optuna.storages._rdb.storage").setLevel(logging.ERROR)
 
 
 def ensure_parent(url: str) -> None:

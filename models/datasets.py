@@ -31,6 +31,7 @@ from models.idx import (
     read_idx,
     read_verified_pair,
 )
+from models.shared import ScaledRows, open_shared
 
 __all__ = [
     "DATASETS",
@@ -41,6 +42,7 @@ __all__ = [
     "SYSTEM_DIRS",
     "Dataset",
     "DatasetUnavailableError",
+    "ScaledRows",
     "Split",
     "cache_dir",
     "fetch",
@@ -62,7 +64,8 @@ class Dataset:
 
     Attributes:
         name: One of ``DATASETS``.
-        x: Training pool, shape ``(n, 784)``, floats in ``[0, 1]``.
+        x: Training pool, shape ``(n, 784)``, floats in ``[0, 1]``: an array, or with
+            ``load_dataset(..., shared=True)`` a :class:`ScaledRows` over shared uint8 images.
         t: Labels ``0..9`` of ``x``, int64, shape ``(n,)``.
         x_test: The official test images, or ``None`` (``mnist-5k`` has none).
         t_test: The official test labels, or ``None``.
@@ -97,6 +100,7 @@ def load_dataset(
     *,
     dtype=np.float64,
     download: bool = True,
+    shared: bool = False,
 ) -> Dataset:
     """Load a data set as normalised arrays.
 
@@ -109,6 +113,10 @@ def load_dataset(
         data_dir: A folder holding the IDX files (``.gz`` or uncompressed). Unused by ``mnist-5k``.
         dtype: ``np.float64`` or ``np.float32``, the dtype of ``x`` and ``x_test``.
         download: Download missing IDX files into the cache folder.
+        shared: For ``mnist`` and ``fashion-mnist``: ``x`` and ``x_test`` are
+            :class:`ScaledRows` over uint8 images memory-mapped from a ``.npy`` cache
+            (``models.shared``), converted to floats only per batch, so that the processes of
+            a search share one copy. ``mnist-5k`` is small and always loaded as floats.
 
     Returns:
         The data set, with ``x`` of shape ``(n, 784)`` in ``[0, 1]`` and int64 labels.
@@ -125,6 +133,15 @@ def load_dataset(
         return Dataset(name, _normalise(images, dtype), labels.copy(), None, None)
 
     folder = find_folder(name, data_dir, download)
+    if shared:
+        a = open_shared(name, folder)
+        return Dataset(
+            name,
+            ScaledRows(a["train-images"], dtype=dtype),
+            a["train-labels"],
+            ScaledRows(a["t10k-images"], dtype=dtype),
+            a["t10k-labels"],
+        )
     images, t = read_verified_pair(name, folder, "train")
     test_images, t_test = read_verified_pair(name, folder, "t10k")
     logger.info("Loaded %s from %s: %d + %d test samples", name, folder, len(t), len(t_test))
@@ -148,7 +165,8 @@ def train_val_split(
     Returns:
         ``(x_train, t_train, x_val, t_val)``.
     """
-    x, t = np.asarray(x), np.asarray(t)
+    x = x if isinstance(x, ScaledRows) else np.asarray(x)
+    t = np.asarray(t)
     validate_arrays(x, t)
     if not 0 < val_rate < 1:
         raise ValueError(f"`0 < val_rate < 1` must hold, but got {val_rate=}.")
@@ -214,6 +232,8 @@ def validate_arrays(x: np.ndarray, t: np.ndarray, num_classes: int = 10) -> None
             ``(n, num_classes)``.
         num_classes: Number of classes.
     """
+    if isinstance(x, ScaledRows):
+        x = np.broadcast_to(np.uint8(0), x.shape)  # uint8 in [0, 255]: only its shape to check
     x, t = np.asarray(x), np.asarray(t)
     if x.ndim != 2:
         raise ValueError(f"`x` must be 2-D (n, features), but got shape {x.shape}.")

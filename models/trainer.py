@@ -25,6 +25,7 @@ import numpy as np
 
 from models.network import MultiLayerNet
 from models.optimizers import Optimizer
+from models.shared import ScaledRows
 
 SAMPLINGS = ("shuffle", "replacement")
 TRAIN_METRICS = ("eval", "batches")
@@ -119,9 +120,10 @@ class Trainer:
         self.network = network
         self.optimizer = optimizer
         # Cast once here, not per batch: a float64 batch would silently promote float32 weights.
-        self.x_train = np.asarray(x_train, dtype=network.dtype)
+        # Shared uint8 images (ScaledRows) stay shared: only each batch becomes floats.
+        self.x_train = _as_dtype(x_train, network.dtype)
         self.t_train = np.asarray(t_train)
-        self.x_val = np.asarray(x_val, dtype=network.dtype)
+        self.x_val = _as_dtype(x_val, network.dtype)
         self.t_val = np.asarray(t_val)
         self.epochs = int(epochs)
         self.batch_size = int(batch_size)
@@ -201,3 +203,8 @@ class Trainer:
             if self.on_epoch_end is not None:
                 self.on_epoch_end(epoch, metrics)
         return self.result
+
+
+def _as_dtype(x, dtype) -> np.ndarray | ScaledRows:
+    """``x`` as an array of ``dtype``; ScaledRows convert their rows when taken instead."""
+    return x.astype(dtype) if isinstance(x, ScaledRows) else np.asarray(x, dtype=dtype)

@@ -9,7 +9,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,16 @@ def free_port() -> int:
 @dataclass(frozen=True)
 class Server:
     port: int
+    # Stops the server (pg_ctl stop -m fast) and, with start=True, starts it again: a restart.
+    control: Callable[[str], None] | None = None
+
+    def stop(self) -> None:
+        assert self.control is not None
+        self.control("stop")
+
+    def start(self) -> None:
+        assert self.control is not None
+        self.control("start")
 
     def url(self, user: str = "postgres", database: str = "hpo") -> str:
         return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
@@ -98,17 +108,24 @@ def started_server() -> Iterator[Server]:
             f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder}"
             " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         )
-        # -w: pg_ctl polls until the server accepts connections, for at most -t seconds.
-        pg("pg_ctl", "start", "-D", str(data), "-l", str(log), "-o", options, "-w",
-           "-t", str(START_TIMEOUT_S))  # fmt: skip
+        def control(action: str) -> None:
+            if action == "stop":
+                pg("pg_ctl", "stop", "-D", str(data), "-m", "fast", "-w")
+                return
+            # -w: pg_ctl polls until the server accepts connections, for at most -t seconds.
+            pg("pg_ctl", "start", "-D", str(data), "-l", str(log), "-o", options, "-w",
+               "-t", str(START_TIMEOUT_S))  # fmt: skip
+
+        control("start")
         try:
             Server(port).execute(
                 "postgres",
                 f"CREATE ROLE hpo LOGIN PASSWORD '{PASSWORD}'",
                 "CREATE DATABASE hpo OWNER hpo",
             )
-            yield Server(port)
+            yield Server(port, control)
         finally:
-            pg("pg_ctl", "stop", "-D", str(data), "-m", "immediate", "-w")
+            if (data / "postmaster.pid").exists():  # a test may have left it stopped
+                pg("pg_ctl", "stop", "-D", str(data), "-m", "immediate", "-w")
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -10,12 +10,16 @@ import shlex
 import sqlite3
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
+import optuna
 import pytest
+
+from hpo.storage import GRACE_PERIOD_S
 
 from .test_search import TINY
 
@@ -85,3 +89,76 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_printed_command_continues
     counts = trial_states(db)
     assert counts["COMPLETE"] + counts["PRUNED"] == 60
     assert counts["RUNNING"] == counts["WAITING"] == 0
+
+
+# The database server going away mid-run: for a few seconds (a restart), or for good.
+
+SERVER_RUN = ["--train-size", "300", "--epochs", "20", "--hidden", "50", "50", "--pruner", "none"]
+
+
+def start_on_server(url: str, study: str, trials: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "hpo.search", "--storage", url, "--study", study, "-q"]
+    return subprocess.Popen(
+        [*command, *SERVER_RUN, "--trials", str(trials), "--jobs", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def server_states(url: str, study: str) -> Counter:
+    study = optuna.load_study(study_name=study, storage=url)
+    return Counter(t.state.name for t in study.trials)
+
+
+def wait_for_finished(url: str, study: str, count: int) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            counts = server_states(url, study)
+            if counts["COMPLETE"] + counts["PRUNED"] >= count:
+                return
+        except KeyError:
+            pass  # not created yet
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {count} trials finished")
+
+
+def test_a_server_restart_mid_run_is_survived_with_the_count_exact(server):
+    url = server.url()
+    proc = start_on_server(url, "restart", 24)
+    wait_for_finished(url, "restart", 2)
+
+    server.stop()
+    time.sleep(2)  # the server is away for a while, as in a restart
+    server.start()
+    _, err = proc.communicate(timeout=300)
+
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    counts = server_states(url, "restart")
+    assert counts["COMPLETE"] + counts["PRUNED"] == 24 and counts["RUNNING"] == 0
+
+
+def test_a_server_gone_for_good_stops_the_run_in_one_line_and_the_run_continues_later(server):
+    url = server.url()
+    proc = start_on_server(url, "gone", 200)
+    wait_for_finished(url, "gone", 2)
+
+    server.stop()
+    try:
+        _, err = proc.communicate(timeout=120)  # retries for about 15 s, then gives up
+    finally:
+        server.start()
+
+    assert proc.returncode == 1
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("hpo.search: error: the storage failed (")
+    # The same study goes on once the server is back; the dead run's trials are failed.
+    time.sleep(GRACE_PERIOD_S + 1)
+    rerun = start_on_server(url, "gone", 2)
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    counts = server_states(url, "gone")
+    assert counts["RUNNING"] == 0 and counts["COMPLETE"] + counts["PRUNED"] >= 4

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 
 import numpy as np
 import optuna
 import pytest
+from matplotlib.image import imread
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -16,11 +18,11 @@ from hpo.narrowing import narrow_space
 from hpo.space import space_from_dict
 from hpo.storage import open_storage
 from hpo.study import create_study
+from hpo.study_figures import load_stages, report_figures
 
 EPOCHS = 5
 LR = FloatDistribution(1e-6, 1e-2, log=True)
 WD = FloatDistribution(1e-8, 1e-4, log=True)
-PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def trial(state, value, lr, wd=1e-6, epochs=EPOCHS, **user_attrs):
@@ -105,9 +107,17 @@ def db(template, tmp_path):
     return f"sqlite:///{path}", path
 
 
-def written(out) -> list[str]:
+def written(out, url: str, study: str) -> list[str]:
+    """The files of the report in ``out``, each checked to be the figure of
+    :func:`hpo.report_figures` saved as a PNG, of that figure's size."""
     files = sorted(p.name for p in out.iterdir())
-    assert all((out / f).read_bytes().startswith(PNG) for f in files)
+    for name, fig in report_figures(url, study).items():
+        data = (out / f"{name}.png").read_bytes()
+        saved = io.BytesIO()
+        fig.savefig(saved, format="png")
+        assert data == saved.getvalue(), name
+        width, height = fig.get_size_inches() * fig.dpi
+        assert imread(io.BytesIO(data)).shape[:2] == (round(height), round(width))
     return files
 
 
@@ -118,7 +128,7 @@ def test_every_figure_is_written_for_studies_with_every_outcome_a_child_and_a_si
     url, _ = db
     out = tmp_path / "out"
     assert report.main(["--storage", url, "--study", study, "--out", str(out)]) == 0
-    assert written(out) == sorted(report.FILES)
+    assert written(out, url, study) == sorted(report.FILES)
     lines = capsys.readouterr().out.splitlines()
     # The book's table: the best complete trials, best first, then where the figures went.
     complete = [
@@ -140,7 +150,7 @@ def test_every_figure_is_written_for_studies_with_every_outcome_a_child_and_a_si
 def test_a_later_stage_reports_its_parents_trials_once_each(db):
     url, _ = db
     storage = open_storage(url, read_only=True)
-    stages = report.load_stages(storage, "mixed-s2")
+    stages = load_stages(storage, "mixed-s2")
     assert [(s.name, s.number) for s in stages] == [("mixed", 1), ("mixed-s2", 2)]
     assert len(stages[0].trials) == len(mixed_history())
     assert len(stages[1].trials) == 1  # its seeded trials are stage 1's
@@ -154,7 +164,7 @@ def test_a_real_search_study_gets_its_report(tmp_path, capsys):
     capsys.readouterr()
     out = tmp_path / "out"
     assert report.main(["--storage", url, "--study", "real", "--out", str(out)]) == 0
-    assert written(out) == sorted(report.FILES)
+    assert written(out, url, "real") == sorted(report.FILES)
     assert capsys.readouterr().out.count("Best-") == 6
 
 

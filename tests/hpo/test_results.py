@@ -412,3 +412,59 @@ def test_a_model_saved_by_train_predicts_like_the_retrained_network(studies, tmp
 
     loaded = load_network(path)
     np.testing.assert_array_equal(loaded.predict(split.x_test), model.network.predict(split.x_test))
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_the_best_trial_is_read_without_loading_every_trial_and_agrees_with_the_ranking(
+    tmp_path, direction, monkeypatch
+):
+    from optuna.distributions import FloatDistribution
+
+    from hpo import record
+    from hpo.results import best_trial
+
+    url = f"sqlite:///{tmp_path / 'best.db'}"
+    study = optuna.create_study(storage=open_storage(url), study_name="s", direction=direction)
+    best_value = 0.9 if direction == "maximize" else 0.1
+    dist = {"lr": FloatDistribution(1e-6, 1e-2, log=True)}
+    rows = [  # (state, value, diverged): ties, a diverged "best", infinities, pruned
+        (TrialState.COMPLETE, 0.5, False),
+        (TrialState.COMPLETE, best_value, True),
+        (TrialState.COMPLETE, float("inf") if direction == "maximize" else -float("inf"), False),
+        (TrialState.PRUNED, None, False),
+        (TrialState.COMPLETE, best_value, False),
+        (TrialState.COMPLETE, best_value, False),
+        (TrialState.COMPLETE, 0.7, False),
+    ]
+    study.add_trials(
+        optuna.trial.create_trial(
+            state=state,
+            value=value,
+            params={"lr": 1e-4 * (i + 1)},
+            distributions=dist,
+            intermediate_values={1: 0.3},
+            user_attrs={record.DIVERGED_ATTR: "x"} if div else {},
+        )
+        for i, (state, value, div) in enumerate(rows)
+    )
+    expected = record.best(study.get_trials(), maximize=direction == "maximize")
+    assert expected.number == 4
+
+    def no_full_read(*args, **kwargs):
+        raise AssertionError("every trial was loaded")
+
+    monkeypatch.setattr(study._storage, "get_all_trials", no_full_read)
+    monkeypatch.setattr(study._storage._backend, "get_all_trials", no_full_read)
+    assert best_trial(study).number == 4
+    monkeypatch.undo()
+    assert best_params(url, "s") == expected.params
+
+
+def test_a_study_without_a_rankable_trial_still_says_which_states_it_has(tmp_path):
+    url = f"sqlite:///{tmp_path / 'none.db'}"
+    study = optuna.create_study(storage=open_storage(url), study_name="s", direction="maximize")
+    study.add_trial(
+        optuna.trial.create_trial(state=TrialState.PRUNED, intermediate_values={1: 0.1})
+    )
+    with pytest.raises(ValueError, match="no complete trial yet .*1 pruned"):
+        best_params(url, "s")

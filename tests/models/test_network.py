@@ -13,6 +13,7 @@ import pytest
 
 import models
 from models import MultiLayerNet, init_std
+from models.layers import cross_entropy
 
 TOLERANCE = 1e-6
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -315,3 +316,22 @@ def test_importing_models_pulls_in_no_optuna_sqlalchemy_or_matplotlib():
     )
     assert "models.layers" in submodules
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 99, 100, 2000, None])
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_batched_evaluation_equals_one_pass_over_everything(batch_size, one_hot):
+    rng = np.random.default_rng(5)
+    net = MultiLayerNet(
+        784, [30, 20], 10, rng=3, use_batchnorm=True, use_dropout=True, weight_decay_lambda=0.1
+    )
+    x, t = rng.random((100, 784)), rng.integers(0, 10, 100)
+    net.loss_and_gradient(x[:50], t[:50])  # running BatchNorm statistics away from their start
+    t = np.eye(10)[t] if one_hot else t
+    scores = net.predict(x)
+    labels = t.argmax(axis=1) if one_hot else t
+    one_pass = (
+        cross_entropy(scores, t) + net.weight_decay_loss(),
+        float(np.mean(scores.argmax(1) == labels)),
+    )
+    assert net.evaluate(x, t, batch_size=batch_size) == one_pass

@@ -1,0 +1,443 @@
+"""Beyond one machine: full-size data, large studies, many workers.
+
+Prints four tables:
+
+1. memory (peak RSS and PSS, from /proc/<pid>/smaps_rollup; PSS counts shared pages fairly) of
+   ``python -m hpo.search --dataset fashion-mnist --train-size 60000`` with 1 and 2 local jobs,
+   per process and in total, next to an idle interpreter that imported the same modules;
+2. one epoch on the 48,000 training images: its updates, and its evaluation (12,000 validation +
+   48,000 training images), each as a ratio to the GEMM bound measured in the same run (the
+   GEMMs of the same shapes and dtype, timed alone, one BLAS thread);
+3. large studies (complete and pruned trials with 50 intermediate values each, built through the
+   storage API): one more trial's ask / report x50 / tell, the TPE sampler's first suggest of a
+   new trial, optuna-dashboard's ``/api/studies/<id>`` (in-process WSGI) and ``hpo.best_params``,
+   medians, on SQLite and (if a server can be started) PostgreSQL;
+4. many workers (threads, each running the real ``hpo.runner.work`` loop with 1-epoch trials on
+   60 images): finished trials per second and the connections held, SQLite and PostgreSQL.
+
+    python benchmarks/bench_scale.py [--quick]
+
+PostgreSQL is a throwaway server of its own on 127.0.0.1 (tests/hpo/pg.py); without PostgreSQL's
+programs its columns say why they are missing. Not a test: it prints what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+from threadpoolctl import threadpool_limits
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.hpo.pg: the test suite's throwaway PostgreSQL server
+
+from hpo import best_params  # noqa: E402
+from hpo.config import SearchConfig  # noqa: E402
+from hpo.runner import RunPlan, work  # noqa: E402
+from hpo.storage import open_storage  # noqa: E402
+from hpo.study import create_study, make_sampler  # noqa: E402
+from models import MultiLayerNet, Trainer, get_optimizer  # noqa: E402
+from models.datasets import load_dataset, search_split  # noqa: E402
+
+MB = 1 << 20
+
+
+# --- 1. memory -----------------------------------------------------------------------------------
+
+
+def smaps(pid: int) -> tuple[int, int] | None:
+    """(RSS, PSS) in bytes of a process, or None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    kb = {line.split(":")[0]: int(line.split()[1]) for line in text.splitlines()[1:]}
+    return kb["Rss"] * 1024, kb["Pss"] * 1024
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(found[-1], [])
+    return found
+
+
+def role(pid: int, root: int) -> str:
+    if pid == root:
+        return "command (worker 0)"
+    with contextlib.suppress(OSError):
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        if "resource_tracker" in cmd:
+            return f"{'loky' if 'loky' in cmd else 'multiprocessing'} resource tracker"
+    return "loky worker"
+
+
+def memory_of_search(jobs: int, hidden: list[str], env: dict, folder: Path) -> dict:
+    """Peak RSS/PSS per process and peak total PSS of one search command, sampled every 0.1 s."""
+    db = folder / f"mem{jobs}.db"
+    command = [sys.executable, "-m", "hpo.search", "--dataset", "fashion-mnist", "--train-size",
+               "60000", "--epochs", "1", "--trials", str(jobs), "--jobs", str(jobs), "--dtype",
+               "float32", "--hidden", *hidden, "--storage", f"sqlite:///{db}", "-q"]  # fmt: skip
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peaks: dict[int, tuple[int, int, str]] = {}
+    total = 0
+    while proc.poll() is None:
+        now = 0
+        for pid in descendants(proc.pid):
+            m = smaps(pid)
+            if m is None:
+                continue
+            rss, pss = m
+            old = peaks.get(pid, (0, 0, role(pid, proc.pid)))
+            peaks[pid] = (max(old[0], rss), max(old[1], pss), old[2])
+            now += pss
+        total = max(total, now)
+        time.sleep(0.1)
+    if proc.returncode != 0:
+        raise RuntimeError(f"search failed: {proc.stderr.read().decode()[-2000:]}")
+    return {"processes": sorted(peaks.values(), key=lambda p: p[2]), "total_pss": total}
+
+
+def idle_interpreter(env: dict) -> tuple[int, int]:
+    code = (
+        "import hpo.search, hpo.runner, hpo.objective, optuna, sqlalchemy, pathlib;"
+        "t = pathlib.Path('/proc/self/smaps_rollup').read_text().splitlines()[1:];"
+        "kb = {l.split(':')[0]: int(l.split()[1]) for l in t}; print(kb['Rss'], kb['Pss'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, timeout=120).stdout.split()  # fmt: skip
+    return int(out[0]) * 1024, int(out[1]) * 1024
+
+
+def table_memory(quick: bool, env: dict, folder: Path) -> None:
+    hidden = ["100"] * (2 if quick else 6)
+    print(
+        f"\n1. Memory: hpo.search, full Fashion-MNIST (48,000 train + 12,000 validation), 1 epoch,"
+        f" float32, hidden {' '.join(hidden)}; peaks sampled every 0.1 s"
+    )
+    load_dataset("fashion-mnist", shared=True)  # the .npy cache, written once beforehand
+    rss0, pss0 = idle_interpreter(env)
+    print(
+        f"   idle interpreter with hpo's imports: RSS {rss0 / MB:6.1f} MB  PSS {pss0 / MB:6.1f} MB"
+    )
+    print(
+        f"   (the 48,000 training images as float32, per process, were {48000 * 784 * 4 / MB:.0f}"
+        " MB; as shared uint8 they are 36 MB for all processes)"
+    )
+    totals = {}
+    for jobs in (1, 2):
+        got = memory_of_search(jobs, hidden, env, folder)
+        totals[jobs] = got["total_pss"]
+        for rss, pss, what in got["processes"]:
+            print(f"   --jobs {jobs}  {what:22s} RSS {rss / MB:6.1f} MB  PSS {pss / MB:6.1f} MB")
+        print(
+            f"   --jobs {jobs}  total PSS (peak, all processes at once) {totals[jobs] / MB:6.1f} MB"
+        )
+    print(
+        f"   added by the second worker: {(totals[2] - totals[1]) / MB:.1f} MB PSS "
+        f"(an idle interpreter alone: {pss0 / MB:.1f} MB)"
+    )
+
+
+# --- 2. epoch time vs the GEMM bound -------------------------------------------------------------
+
+
+def gemm_operands(sizes: list[int], rows: int, backward: bool, dtype) -> list[tuple]:
+    """The operands of every ``a @ b`` of one step, laid out as the network's: forward x @ W;
+    backward dW = x.T @ dout and dx = dout @ W.T (none for the input layer: nobody needs it)."""
+    rng = np.random.default_rng(0)
+    ops = []
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
+        x, w = rng.random((rows, n_in), dtype=dtype), rng.random((n_in, n_out), dtype=dtype)
+        ops.append((x, w))
+        if backward:
+            dout = rng.random((rows, n_out), dtype=dtype)
+            ops.append((x.T, dout))
+            if i:
+                ops.append((dout, w.T))
+    return ops
+
+
+def time_gemms(ops: list[tuple], count: int) -> float:
+    start = time.perf_counter()
+    for _ in range(count):
+        for a, b in ops:
+            a @ b
+    return time.perf_counter() - start
+
+
+def table_epoch(quick: bool) -> None:
+    repeats = 2 if quick else 5
+    dtypes = ("float32",) if quick else ("float32", "float64")
+    hidden = [100] * 6
+    print(
+        f"\n2. One epoch on 48,000 Fashion-MNIST training images, MultiLayerNet(784, {hidden}, 10),"
+        f" SGD, batch 100, 1 BLAS thread; medians of {repeats}, epoch and bound interleaved"
+    )
+    print(
+        "   dtype    updates  GEMM bound  ratio  (batch conversion)   evaluation  GEMM bound  ratio"
+    )
+    sizes = [784, *hidden, 10]
+    for dtype in dtypes:
+        split = search_split(load_dataset("fashion-mnist", dtype=dtype, shared=True), 60000, 0.2, 0)
+        steps = len(split.x_train) // 100
+        train_ops = gemm_operands(sizes, 100, True, dtype)
+        eval_ops = gemm_operands(sizes, 2000, False, dtype)
+        rows: dict[str, list[float]] = {k: [] for k in ("up", "conv", "ev", "b_up", "b_ev")}
+        for r in range(repeats):
+            net = MultiLayerNet(784, hidden, 10, rng=0, dtype=dtype)
+            trainer = Trainer(net, get_optimizer("sgd", lr=0.01), split.x_train, split.t_train,
+                              split.x_val, split.t_val, epochs=1, rng=r)  # fmt: skip
+            start = time.perf_counter()
+            trainer.train()
+            total = time.perf_counter() - start
+            start = time.perf_counter()
+            net.evaluate(split.x_val, split.t_val)
+            net.evaluate(split.x_train, split.t_train)
+            rows["ev"].append(time.perf_counter() - start)
+            rows["up"].append(total - rows["ev"][-1])
+            start = time.perf_counter()
+            for idx in trainer._batches():
+                trainer.x_train.take(idx, axis=0)
+            rows["conv"].append(time.perf_counter() - start)
+            rows["b_up"].append(time_gemms(train_ops, steps))
+            rows["b_ev"].append(time_gemms(eval_ops, 60000 // 2000))
+        m = {k: statistics.median(v) for k, v in rows.items()}
+        print(
+            f"   {dtype}  {m['up']:6.2f} s   {m['b_up']:6.2f} s  {m['up'] / m['b_up']:5.2f}x"
+            f"   {m['conv']:6.2f} s          {m['ev']:6.2f} s   {m['b_ev']:6.2f} s  "
+            f"{m['ev'] / m['b_ev']:5.2f}x"
+        )
+    print(
+        "   updates = the epoch's steps (forward, backward, SGD); evaluation = 12,000 validation +"
+        " 48,000 training images, 2,000 per pass; batch conversion = uint8 rows -> floats, alone"
+    )
+
+
+# --- 3. large studies ----------------------------------------------------------------------------
+
+DISTS = {"lr": FloatDistribution(1e-6, 1e-2, log=True),
+         "weight_decay": FloatDistribution(1e-8, 1e-4, log=True)}  # fmt: skip
+
+
+def fill(study: optuna.Study, n: int, rng: np.random.Generator) -> None:
+    """``n`` finished trials, a third pruned, each with 50 intermediate values (or fewer)."""
+    trials = []
+    for i in range(n):
+        pruned = i % 3 == 2
+        steps = int(rng.integers(1, 50)) if pruned else 50
+        curve = np.sort(rng.random(steps))
+        params = {"lr": float(10 ** rng.uniform(-6, -2)),
+                  "weight_decay": float(10 ** rng.uniform(-8, -4))}  # fmt: skip
+        trials.append(create_trial(
+            state=TrialState.PRUNED if pruned else TrialState.COMPLETE,
+            value=None if pruned else float(curve[-1]), params=params, distributions=DISTS,
+            intermediate_values={s + 1: float(v) for s, v in enumerate(curve)},
+        ))  # fmt: skip
+    study.add_trials(trials)
+
+
+def timed(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def study_latencies(url: str, sizes: list[int], repeats: int) -> dict[int, dict[str, float]]:
+    import optuna_dashboard
+
+    from tests.hpo.test_dashboard import get  # the dashboard driven in-process, as the tests do
+
+    storage = open_storage(url, heartbeat=False)
+    study = create_study(storage, f"large-{uuid.uuid4().hex[:8]}", SearchConfig())
+    app = optuna_dashboard.wsgi(storage)
+    rng, have, out = np.random.default_rng(0), 0, {}
+    for size in sizes:
+        fill(study, size - have, rng)
+        have = size
+        row = {}
+
+        def one_more():
+            trial = study.ask()
+            for step in range(1, 51):
+                trial.report(0.5, step)
+            study.tell(trial, 0.5)
+
+        row["storage"] = timed(one_more, repeats)
+        have += repeats
+        tpe = make_sampler("tpe", 0)
+
+        def first_suggest():
+            trial = optuna.Trial(study, storage.create_new_trial(study._study_id))
+            study.sampler = tpe  # noqa: B023 (called in the loop)
+            start = time.perf_counter()
+            trial.suggest_float("lr", 1e-6, 1e-2, log=True)
+            row.setdefault("_s", []).append(time.perf_counter() - start)  # noqa: B023
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+        for _ in range(repeats):
+            first_suggest()
+        row["sampler"] = statistics.median(row.pop("_s"))
+        path = f"/api/studies/{study._study_id}"
+        get(app, path)  # the first request builds the app's caches
+        row["dashboard"] = timed(lambda: get(app, path), repeats)  # noqa: B023
+        row["best_params"] = timed(lambda: best_params(url, study.study_name), repeats)
+        out[size] = row
+    storage.engine.dispose()
+    return out
+
+
+def table_large(quick: bool, urls: dict[str, str | None], reasons: dict[str, str]) -> None:
+    sizes = [100, 300] if quick else [100, 1000, 5000]
+    repeats = 3 if quick else 5
+    print(
+        f"\n3. Large studies (2/3 complete, 1/3 pruned, 50 intermediate values each), median of "
+        f"{repeats}; growth = time ratio / size ratio (1 = linear)"
+    )
+    cols = ("storage", "sampler", "dashboard", "best_params")
+    print("   storage     trials   " + "  ".join(f"{c:>12s}" for c in cols))
+    for name, url in urls.items():
+        if url is None:
+            print(f"   {name:10s}  skipped: {reasons[name]}")
+            continue
+        rows = study_latencies(url, sizes, repeats)
+        for size, row in rows.items():
+            cells = "  ".join(f"{row[c] * 1000:9.1f} ms" for c in cols)
+            print(f"   {name:10s} {size:6d}   {cells}")
+        first, last = rows[sizes[0]], rows[sizes[-1]]
+        growth = "  ".join(f"{last[c] / first[c] / (sizes[-1] / sizes[0]):10.2f}  " for c in cols)
+        print(f"   {name:10s} growth   {growth}")
+    print(
+        "   storage = ask + 50 x report + tell of one more trial; sampler = TPE's first suggest "
+        "of a new trial; dashboard = GET /api/studies/<id>"
+    )
+
+
+# --- 4. many workers -----------------------------------------------------------------------------
+
+
+def connections(name: str, url: str, server) -> int:
+    if name == "postgresql":
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(server.url(database="postgres"))
+        try:
+            with engine.connect() as con:
+                q = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'hpo'"
+                return int(con.exec_driver_sql(q).scalar())
+        finally:
+            engine.dispose()
+    db = url.removeprefix("sqlite:///")
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            count += os.readlink(fd) == db  # the -wal and -shm files go with each connection
+    return count
+
+
+def many_workers(name: str, url: str, server, workers: int, seconds: float, cap: int):
+    config = SearchConfig(train_size=60, epochs=1, hidden=[5], sampler="random", pruner="none")
+    storage = open_storage(url, heartbeat=False)
+    study = create_study(storage, f"many-{workers}-{uuid.uuid4().hex[:6]}", config)
+    storage.engine.dispose()
+    start = time.time()
+    plan = RunPlan(config.to_dict(), url, study.study_name, cap, start + seconds, None,
+                   uuid.uuid4().hex)  # fmt: skip
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            work(plan, i)
+        except BaseException as e:  # shown in the table: a failing storage is a result here
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(workers)]
+    for t in threads:
+        t.start()
+    held = 0
+    while any(t.is_alive() for t in threads) and time.time() < start + seconds + 60:
+        held = max(held, connections(name, url, server))
+        time.sleep(0.5)
+    elapsed = time.time() - start
+    trials = optuna.load_study(study_name=study.study_name, storage=url).trials
+    done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    return done, elapsed, held, len(errors), (str(errors[0])[:80] if errors else "")
+
+
+def table_many(quick: bool, urls: dict, server, reasons: dict[str, str]) -> None:
+    counts = [4, 16] if quick else [16, 32, 64]
+    seconds, cap = (8.0, 200) if quick else (30.0, 2000)
+    print(
+        f"\n4. Many workers (threads running hpo.runner.work; trials: 1 epoch on 48 images, "
+        f"hidden 5, random sampler), each run {seconds:.0f} s or {cap} trials"
+    )
+    print("   storage     workers  finished  trials/s  connections  errors")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name, url in urls.items():
+        if url is None:
+            print(f"   {name:10s}  skipped: {reasons[name]}")
+            continue
+        for n in counts:
+            done, elapsed, held, n_err, first = many_workers(name, url, server, n, seconds, cap)
+            print(
+                f"   {name:10s} {n:7d}  {done:8d}  {done / elapsed:8.1f}  {held:11d}  {n_err:6d}"
+                f" {first}"
+            )
+    print(
+        "   connections: PostgreSQL pg_stat_activity on the database; SQLite: open fds on the "
+        "file (this process). Clients and server share this machine's CPUs."
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, to check it works")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp, contextlib.ExitStack() as stack:
+        folder = Path(tmp)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(folder / "cache")}
+        os.environ["XDG_CACHE_HOME"] = env["XDG_CACHE_HOME"]
+        urls: dict[str, str | None] = {"sqlite": f"sqlite:///{folder / 'scale.db'}"}
+        reasons: dict[str, str] = {}
+        server = None
+        from tests.hpo import pg
+
+        if pg.pg_bin() is None:
+            urls["postgresql"], reasons["postgresql"] = None, "no PostgreSQL programs (initdb)"
+        else:
+            server = stack.enter_context(pg.started_server())
+            urls["postgresql"] = server.url()
+        table_memory(args.quick, env, folder)
+        with threadpool_limits(limits=1):
+            table_epoch(args.quick)
+        table_large(args.quick, urls, reasons)
+        urls["sqlite"] = f"sqlite:///{folder / 'many.db'}"
+        table_many(args.quick, urls, server, reasons)
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,6 @@ trial's outcome (:func:`hpo.record.outcome`) is drawn the same in every figure
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import logging
 import math
@@ -27,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo import cli, record
 from hpo.config import SearchConfig
 from hpo.record import epochs_run, outcome, ranked
-from hpo.space import space_from_dict
+from hpo.space import Param, space_from_dict
 from hpo.stages import PARENT_ATTR
 
 __all__ = [
@@ -229,16 +228,12 @@ def plot_param_map(stages: Sequence[Stage]):
                 label=f"stage {stage.number} ranges: {stage.name} ({stage.config.sampler})",
             )
         )
-    spaces = [space_from_dict(s.config.space) for s in stages]
     for name, set_scale, set_lim, set_label in (
         (px, ax.set_xscale, ax.set_xlim, ax.set_xlabel),
         (py, ax.set_yscale, ax.set_ylim, ax.set_ylabel),
     ):
-        # Every stage's range in view: the edge rule (hpo/narrowing.py) moves one past stage 1's.
-        bounds = [sp[name] for sp in spaces if name in sp]
-        param = dataclasses.replace(
-            first[name], low=min(b.low for b in bounds), high=max(b.high for b in bounds)
-        )
+        bounds = [p for s in stages if (p := space_from_dict(s.config.space).get(name))]
+        param = Param(min(b.low for b in bounds), max(b.high for b in bounds), log=first[name].log)
         if param.log:
             set_scale("log")
             pad = (param.high / param.low) ** 0.03

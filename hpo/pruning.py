@@ -18,7 +18,14 @@ from collections.abc import Iterable
 import optuna
 from optuna.trial import TrialState
 
-__all__ = ["AnyOf", "AtSteps", "LossFallPruner", "curve_steps", "rung_steps"]
+__all__ = [
+    "AnyOf",
+    "AtSteps",
+    "LossFallPruner",
+    "PeerPercentilePruner",
+    "curve_steps",
+    "rung_steps",
+]
 
 TRAIN_LOSS = "train_loss"  # the trial user attr holding the training-loss curve (hpo.record)
 
@@ -156,6 +163,47 @@ class LossFallPruner(optuna.pruners.BasePruner):
             return False
         threshold = self.threshold(study)
         return threshold is not None and own < threshold
+
+
+class PeerPercentilePruner(optuna.pruners.PercentilePruner):
+    """Optuna's percentile pruner, judging a trial against the other workers' running trials too.
+
+    Optuna's compares a trial's best value so far only with the completed trials' values at the
+    same step. With several workers that leaves out the running trials, which have passed the
+    pruner at every earlier step as the completed ones did: at the start of a 2-job search, the
+    trials running beside the first completed ones are judged against too few, or none, and run
+    on. Here the trials judged against (and counted for ``n_startup_trials``) are the completed
+    ones and every other running trial that has reported the step. With one worker no other
+    trial runs, and every decision is exactly that of Optuna's pruner (the same arguments).
+    """
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return super().prune(_WithPeers(study, trial), trial)
+
+
+class _WithPeers:
+    """``study`` whose completed trials include the running ones, but ``trial``, that have
+    reported ``trial``'s last step."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self._study, self._trial = study, trial
+
+    def __getattr__(self, name: str):
+        return getattr(self._study, name)
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list[optuna.trial.FrozenTrial]:
+        if tuple(states or ()) != (TrialState.COMPLETE,):
+            return self._study.get_trials(deepcopy=deepcopy, states=states)
+        step, number = self._trial.last_step, self._trial.number
+        trials = self._study.get_trials(
+            deepcopy=deepcopy, states=(TrialState.COMPLETE, TrialState.RUNNING)
+        )
+        return [
+            t
+            for t in trials
+            if t.state == TrialState.COMPLETE
+            or (t.number != number and step in t.intermediate_values)
+        ]
 
 
 def rung_steps(min_resource: int, reduction_factor: int, max_resource: int) -> list[int]:

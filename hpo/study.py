@@ -58,9 +58,10 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     stays near chance for the first ~10 of 50 epochs, where a net that predicts one class
     scores as well (~0.1), so an early ranking of trials is noise. The median, halving and
     Hyperband pruners wait a fifth of the epochs before they judge a trial. The percentile
-    pruner judges from epoch 8 of 50 on, every 5 epochs, but only against completed trials,
-    and by the trial's best value so far: once a few good trials have completed it keeps only
-    trials in their top quarter. The default, "loss", first asks a pruner that needs no
+    pruner judges from epoch 8 of 50 on, every 5 epochs, by the trial's best value so far
+    against the completed trials and the other workers' running ones at that epoch
+    (hpo.pruning.PeerPercentilePruner): once a few good trials are known it keeps only trials
+    in their top quarter. The default, "loss", first asks a pruner that needs no
     accuracy (hpo.pruning.LossFallPruner): at epoch 3 of 50 it prunes a trial whose training
     loss has fallen less than half as much as the best completed trials', then the percentile
     pruner as above. benchmarks/bench_search.py chose it, over 5 seeds with 2 jobs: 1088
@@ -71,7 +72,7 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     Raises:
         ValueError: If the name is unknown.
     """
-    from hpo.pruning import AnyOf, AtSteps, LossFallPruner, rung_steps
+    from hpo.pruning import AnyOf, AtSteps, LossFallPruner, PeerPercentilePruner, rung_steps
 
     if name not in PRUNERS:
         raise ValueError(f"`pruner` must be one of {PRUNERS}, but got {name!r}.")
@@ -83,7 +84,7 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
         return AtSteps(pruner, range(warmup, epochs))
     if name in ("percentile", "loss"):
         start, interval = max(epochs // 6, 1), max(epochs // 10, 1)
-        pruner = optuna.pruners.PercentilePruner(
+        pruner = PeerPercentilePruner(
             25.0, n_startup_trials=5, n_warmup_steps=start, interval_steps=interval
         )
         percentile = AtSteps(pruner, range(start, epochs, interval))

@@ -108,6 +108,7 @@ def started_server() -> Iterator[Server]:
             f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder}"
             " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         )
+
         def control(action: str) -> None:
             if action == "stop":
                 pg("pg_ctl", "stop", "-D", str(data), "-m", "fast", "-w")

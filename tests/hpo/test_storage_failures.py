@@ -246,6 +246,7 @@ def test_a_storage_is_refused_in_one_line_or_read_and_left_as_it_was(
 
 # The fixture `server` is the session's PostgreSQL server (conftest.py).
 
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [

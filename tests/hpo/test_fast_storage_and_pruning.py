@@ -15,6 +15,8 @@ import logging
 import math
 import pickle
 import sqlite3
+import subprocess
+import sys
 import time
 import warnings
 from contextlib import closing
@@ -609,3 +611,42 @@ def test_every_optuna_release_pyproject_allows_gets_the_plain_sql_path():
     # So that the comparisons above compare it with Optuna's own path on every release CI runs:
     # a release allowed but never tested fails here until it is tested and added.
     assert FAST, fast_path_refusal(Path("no-such-file.db"))
+
+
+@fast_only
+def test_a_file_with_the_schema_opens_without_alembic_and_with_optunas_settings(db):
+    # In a fresh interpreter: this one has imported alembic long ago.
+    code = f"""
+import sys
+import optuna
+from hpo.storage import HEARTBEAT_INTERVAL_S, open_storage
+url = "sqlite:///{db}"
+storage = open_storage(url)
+assert "alembic" not in sys.modules, "alembic imported"
+optunas = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_INTERVAL_S)
+for name in ("url", "heartbeat_interval"):
+    assert getattr(storage, name) == getattr(optunas, name), name
+assert storage.grace_period is not None and storage.get_heartbeat_stale_trial_callback()
+# Optuna's version manager, made when asked for: the file is at the installed Optuna's head.
+assert storage.get_current_version() == storage.get_head_version() == "v3.2.0.a"
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+@fast_only
+def test_a_new_file_gets_optunas_tables_and_version_stamp(tmp_path):
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    storage = open_storage(url)
+    assert type(storage) is HPO_STORAGE
+    optuna.create_study(storage=storage, study_name="s")
+    storage.engine.dispose()
+    # Optuna's own storage checks the stamp; and the file, now with the schema, opens fast.
+    optuna.storages.RDBStorage(url).engine.dispose()
+    again = open_storage(url)
+    assert "_version_manager" not in vars(again)
+    assert again.get_current_version() == "v3.2.0.a"
+    assert optuna.load_study(study_name="s", storage=again).study_name == "s"
+    again.engine.dispose()

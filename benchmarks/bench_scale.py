@@ -51,6 +51,7 @@ from hpo.storage import open_storage  # noqa: E402
 from hpo.study import create_study, make_sampler  # noqa: E402
 from models import MultiLayerNet, Trainer, get_optimizer  # noqa: E402
 from models.datasets import load_dataset, search_split  # noqa: E402
+from models.network import EVAL_BATCH  # noqa: E402
 
 MB = 1 << 20
 
@@ -202,7 +203,7 @@ def table_epoch(quick: bool) -> None:
         split = search_split(load_dataset("fashion-mnist", dtype=dtype, shared=True), 60000, 0.2, 0)
         steps = len(split.x_train) // 100
         train_ops = gemm_operands(sizes, 100, True, dtype)
-        eval_ops = gemm_operands(sizes, 2000, False, dtype)
+        eval_ops = gemm_operands(sizes, EVAL_BATCH, False, dtype)
         rows: dict[str, list[float]] = {k: [] for k in ("up", "conv", "ev", "b_up", "b_ev")}
         for r in range(repeats):
             net = MultiLayerNet(784, hidden, 10, rng=0, dtype=dtype)
@@ -221,7 +222,7 @@ def table_epoch(quick: bool) -> None:
                 trainer.x_train.take(idx, axis=0)
             rows["conv"].append(time.perf_counter() - start)
             rows["b_up"].append(time_gemms(train_ops, steps))
-            rows["b_ev"].append(time_gemms(eval_ops, 60000 // 2000))
+            rows["b_ev"].append(time_gemms(eval_ops, 60000 // EVAL_BATCH))
         m = {k: statistics.median(v) for k, v in rows.items()}
         print(
             f"   {dtype}  {m['up']:6.2f} s   {m['b_up']:6.2f} s  {m['up'] / m['b_up']:5.2f}x"
@@ -230,7 +231,8 @@ def table_epoch(quick: bool) -> None:
         )
     print(
         "   updates = the epoch's steps (forward, backward, SGD); evaluation = 12,000 validation +"
-        " 48,000 training images, 2,000 per pass; batch conversion = uint8 rows -> floats, alone"
+        f" 48,000 training images, {EVAL_BATCH:,} per pass; batch conversion = uint8 rows -> floats"
+        ", alone"
     )
 
 

@@ -3,8 +3,8 @@
 Prints four tables:
 
 1. memory (peak RSS and PSS, from /proc/<pid>/smaps_rollup; PSS counts shared pages fairly) of
-   ``python -m hpo.search --dataset fashion-mnist --train-size 60000`` with 1 and 2 local jobs,
-   per process and in total, next to an idle interpreter that imported the same modules;
+   ``python -m hpo.search --dataset fashion-mnist --train-size 60000`` with 1, 2 and 3 local
+   jobs, per process and in total, next to an idle interpreter that imported the same modules;
 2. one epoch on the 48,000 training images: its updates, and its evaluation (12,000 validation +
    48,000 training images), each as a ratio to the GEMM bound measured in the same run (the
    GEMMs of the same shapes and dtype, timed alone, one BLAS thread);
@@ -145,19 +145,23 @@ def table_memory(quick: bool, env: dict, folder: Path) -> None:
         f"   (the 48,000 training images as float32, per process, were {48000 * 784 * 4 / MB:.0f}"
         " MB; as shared uint8 they are 36 MB for all processes)"
     )
-    totals = {}
-    for jobs in (1, 2):
+    totals, trackers = {}, 0
+    # Three jobs too: the second worker also brings the loky pool's two resource trackers, once
+    # per command; the third shows what one more worker costs by itself.
+    for jobs in (1, 2, 3):
         got = memory_of_search(jobs, hidden, env, folder)
         totals[jobs] = got["total_pss"]
         for rss, pss, what in got["processes"]:
             print(f"   --jobs {jobs}  {what:22s} RSS {rss / MB:6.1f} MB  PSS {pss / MB:6.1f} MB")
+            trackers += pss if jobs == 2 and "tracker" in what else 0
         print(
             f"   --jobs {jobs}  total PSS (peak, all processes at once) {totals[jobs] / MB:6.1f} MB"
         )
     print(
-        f"   added by the second worker: {(totals[2] - totals[1]) / MB:.1f} MB PSS "
-        f"(an idle interpreter alone: {pss0 / MB:.1f} MB)"
+        f"   added by the second worker: {(totals[2] - totals[1]) / MB:.1f} MB PSS, of which the"
+        f" resource trackers {trackers / MB:.1f} MB (an idle interpreter alone: {pss0 / MB:.1f} MB)"
     )
+    print(f"   added by the third worker: {(totals[3] - totals[2]) / MB:.1f} MB PSS")
 
 
 # --- 2. epoch time vs the GEMM bound -------------------------------------------------------------

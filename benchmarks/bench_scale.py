@@ -59,14 +59,16 @@ MB = 1 << 20
 # --- 1. memory -----------------------------------------------------------------------------------
 
 
-def smaps(pid: int) -> tuple[int, int] | None:
-    """(RSS, PSS) in bytes of a process, or None if it is gone."""
+def smaps(pid: int) -> tuple[int, int, int] | None:
+    """(RSS, PSS, anonymous) in bytes of a process, or None if it is gone. Anonymous memory is
+    the process's own (heap, Python objects, arrays): unlike PSS, it does not depend on how many
+    other processes on the machine map the same libraries."""
     try:
         text = Path(f"/proc/{pid}/smaps_rollup").read_text()
     except OSError:
         return None
     kb = {line.split(":")[0]: int(line.split()[1]) for line in text.splitlines()[1:]}
-    return kb["Rss"] * 1024, kb["Pss"] * 1024
+    return kb["Rss"] * 1024, kb["Pss"] * 1024, kb["Anonymous"] * 1024
 
 
 def descendants(pid: int) -> list[int]:
@@ -108,26 +110,27 @@ def memory_of_search(jobs: int, hidden: list[str], env: dict, folder: Path) -> d
             m = smaps(pid)
             if m is None:
                 continue
-            rss, pss = m
-            old = peaks.get(pid, (0, 0, role(pid, proc.pid)))
-            peaks[pid] = (max(old[0], rss), max(old[1], pss), old[2])
+            rss, pss, anon = m
+            old = peaks.get(pid, (0, 0, 0, role(pid, proc.pid)))
+            peaks[pid] = (max(old[0], rss), max(old[1], pss), max(old[2], anon), old[3])
             now += pss
         total = max(total, now)
         time.sleep(0.1)
     if proc.returncode != 0:
         raise RuntimeError(f"search failed: {proc.stderr.read().decode()[-2000:]}")
-    return {"processes": sorted(peaks.values(), key=lambda p: p[2]), "total_pss": total}
+    return {"processes": sorted(peaks.values(), key=lambda p: p[3]), "total_pss": total}
 
 
-def idle_interpreter(env: dict) -> tuple[int, int]:
+def idle_interpreter(env: dict) -> tuple[int, int, int]:
     code = (
         "import hpo.search, hpo.runner, hpo.objective, optuna, sqlalchemy, pathlib;"
         "t = pathlib.Path('/proc/self/smaps_rollup').read_text().splitlines()[1:];"
-        "kb = {l.split(':')[0]: int(l.split()[1]) for l in t}; print(kb['Rss'], kb['Pss'])"
+        "kb = {l.split(':')[0]: int(l.split()[1]) for l in t};"
+        "print(kb['Rss'], kb['Pss'], kb['Anonymous'])"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, timeout=120).stdout.split()  # fmt: skip
-    return int(out[0]) * 1024, int(out[1]) * 1024
+    return int(out[0]) * 1024, int(out[1]) * 1024, int(out[2]) * 1024
 
 
 def table_memory(quick: bool, env: dict, folder: Path) -> None:
@@ -137,9 +140,10 @@ def table_memory(quick: bool, env: dict, folder: Path) -> None:
         f" float32, hidden {' '.join(hidden)}; peaks sampled every 0.1 s"
     )
     load_dataset("fashion-mnist", shared=True)  # the .npy cache, written once beforehand
-    rss0, pss0 = idle_interpreter(env)
+    rss0, pss0, anon0 = idle_interpreter(env)
     print(
         f"   idle interpreter with hpo's imports: RSS {rss0 / MB:6.1f} MB  PSS {pss0 / MB:6.1f} MB"
+        f"  anonymous {anon0 / MB:6.1f} MB"
     )
     print(
         f"   (the 48,000 training images as float32, per process, were {48000 * 784 * 4 / MB:.0f}"
@@ -151,8 +155,11 @@ def table_memory(quick: bool, env: dict, folder: Path) -> None:
     for jobs in (1, 2, 3):
         got = memory_of_search(jobs, hidden, env, folder)
         totals[jobs] = got["total_pss"]
-        for rss, pss, what in got["processes"]:
-            print(f"   --jobs {jobs}  {what:22s} RSS {rss / MB:6.1f} MB  PSS {pss / MB:6.1f} MB")
+        for rss, pss, anon, what in got["processes"]:
+            print(
+                f"   --jobs {jobs}  {what:22s} RSS {rss / MB:6.1f} MB  PSS {pss / MB:6.1f} MB"
+                f"  anonymous {anon / MB:6.1f} MB"
+            )
             trackers += pss if jobs == 2 and "tracker" in what else 0
         print(
             f"   --jobs {jobs}  total PSS (peak, all processes at once) {totals[jobs] / MB:6.1f} MB"

@@ -3,8 +3,8 @@
 Prints four tables:
 
 1. memory (peak RSS and PSS, from /proc/<pid>/smaps_rollup; PSS counts shared pages fairly) of
-   ``python -m hpo.search --dataset fashion-mnist --train-size 60000`` with 1 and 2 local jobs,
-   per process and in total, next to an idle interpreter that imported the same modules;
+   ``python -m hpo.search --dataset fashion-mnist --train-size 60000`` with 1, 2 and 3 local
+   jobs, per process and in total, next to an idle interpreter that imported the same modules;
 2. one epoch on the 48,000 training images: its updates, and its evaluation (12,000 validation +
    48,000 training images), each as a ratio to the GEMM bound measured in the same run (the
    GEMMs of the same shapes and dtype, timed alone, one BLAS thread);
@@ -15,7 +15,7 @@ Prints four tables:
 4. many workers (threads, each running the real ``hpo.runner.work`` loop with 1-epoch trials on
    60 images): finished trials per second and the connections held, SQLite and PostgreSQL.
 
-    python benchmarks/bench_scale.py [--quick]
+    python benchmarks/bench_scale.py [--quick] [--tables 1 2 3 4]
 
 PostgreSQL is a throwaway server of its own on 127.0.0.1 (tests/hpo/pg.py); without PostgreSQL's
 programs its columns say why they are missing. Not a test: it prints what it measured.
@@ -51,6 +51,7 @@ from hpo.storage import open_storage  # noqa: E402
 from hpo.study import create_study, make_sampler  # noqa: E402
 from models import MultiLayerNet, Trainer, get_optimizer  # noqa: E402
 from models.datasets import load_dataset, search_split  # noqa: E402
+from models.network import EVAL_BATCH  # noqa: E402
 
 MB = 1 << 20
 
@@ -58,14 +59,16 @@ MB = 1 << 20
 # --- 1. memory -----------------------------------------------------------------------------------
 
 
-def smaps(pid: int) -> tuple[int, int] | None:
-    """(RSS, PSS) in bytes of a process, or None if it is gone."""
+def smaps(pid: int) -> tuple[int, int, int] | None:
+    """(RSS, PSS, anonymous) in bytes of a process, or None if it is gone. Anonymous memory is
+    the process's own (heap, Python objects, arrays): unlike PSS, it does not depend on how many
+    other processes on the machine map the same libraries."""
     try:
         text = Path(f"/proc/{pid}/smaps_rollup").read_text()
     except OSError:
         return None
     kb = {line.split(":")[0]: int(line.split()[1]) for line in text.splitlines()[1:]}
-    return kb["Rss"] * 1024, kb["Pss"] * 1024
+    return kb["Rss"] * 1024, kb["Pss"] * 1024, kb["Anonymous"] * 1024
 
 
 def descendants(pid: int) -> list[int]:
@@ -107,26 +110,27 @@ def memory_of_search(jobs: int, hidden: list[str], env: dict, folder: Path) -> d
             m = smaps(pid)
             if m is None:
                 continue
-            rss, pss = m
-            old = peaks.get(pid, (0, 0, role(pid, proc.pid)))
-            peaks[pid] = (max(old[0], rss), max(old[1], pss), old[2])
+            rss, pss, anon = m
+            old = peaks.get(pid, (0, 0, 0, role(pid, proc.pid)))
+            peaks[pid] = (max(old[0], rss), max(old[1], pss), max(old[2], anon), old[3])
             now += pss
         total = max(total, now)
         time.sleep(0.1)
     if proc.returncode != 0:
         raise RuntimeError(f"search failed: {proc.stderr.read().decode()[-2000:]}")
-    return {"processes": sorted(peaks.values(), key=lambda p: p[2]), "total_pss": total}
+    return {"processes": sorted(peaks.values(), key=lambda p: p[3]), "total_pss": total}
 
 
-def idle_interpreter(env: dict) -> tuple[int, int]:
+def idle_interpreter(env: dict) -> tuple[int, int, int]:
     code = (
         "import hpo.search, hpo.runner, hpo.objective, optuna, sqlalchemy, pathlib;"
         "t = pathlib.Path('/proc/self/smaps_rollup').read_text().splitlines()[1:];"
-        "kb = {l.split(':')[0]: int(l.split()[1]) for l in t}; print(kb['Rss'], kb['Pss'])"
+        "kb = {l.split(':')[0]: int(l.split()[1]) for l in t};"
+        "print(kb['Rss'], kb['Pss'], kb['Anonymous'])"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, timeout=120).stdout.split()  # fmt: skip
-    return int(out[0]) * 1024, int(out[1]) * 1024
+    return int(out[0]) * 1024, int(out[1]) * 1024, int(out[2]) * 1024
 
 
 def table_memory(quick: bool, env: dict, folder: Path) -> None:
@@ -136,27 +140,35 @@ def table_memory(quick: bool, env: dict, folder: Path) -> None:
         f" float32, hidden {' '.join(hidden)}; peaks sampled every 0.1 s"
     )
     load_dataset("fashion-mnist", shared=True)  # the .npy cache, written once beforehand
-    rss0, pss0 = idle_interpreter(env)
+    rss0, pss0, anon0 = idle_interpreter(env)
     print(
         f"   idle interpreter with hpo's imports: RSS {rss0 / MB:6.1f} MB  PSS {pss0 / MB:6.1f} MB"
+        f"  anonymous {anon0 / MB:6.1f} MB"
     )
     print(
         f"   (the 48,000 training images as float32, per process, were {48000 * 784 * 4 / MB:.0f}"
         " MB; as shared uint8 they are 36 MB for all processes)"
     )
-    totals = {}
-    for jobs in (1, 2):
+    totals, trackers = {}, 0
+    # Three jobs too: the second worker also brings the loky pool's two resource trackers, once
+    # per command; the third shows what one more worker costs by itself.
+    for jobs in (1, 2, 3):
         got = memory_of_search(jobs, hidden, env, folder)
         totals[jobs] = got["total_pss"]
-        for rss, pss, what in got["processes"]:
-            print(f"   --jobs {jobs}  {what:22s} RSS {rss / MB:6.1f} MB  PSS {pss / MB:6.1f} MB")
+        for rss, pss, anon, what in got["processes"]:
+            print(
+                f"   --jobs {jobs}  {what:22s} RSS {rss / MB:6.1f} MB  PSS {pss / MB:6.1f} MB"
+                f"  anonymous {anon / MB:6.1f} MB"
+            )
+            trackers += pss if jobs == 2 and "tracker" in what else 0
         print(
             f"   --jobs {jobs}  total PSS (peak, all processes at once) {totals[jobs] / MB:6.1f} MB"
         )
     print(
-        f"   added by the second worker: {(totals[2] - totals[1]) / MB:.1f} MB PSS "
-        f"(an idle interpreter alone: {pss0 / MB:.1f} MB)"
+        f"   added by the second worker: {(totals[2] - totals[1]) / MB:.1f} MB PSS, of which the"
+        f" resource trackers {trackers / MB:.1f} MB (an idle interpreter alone: {pss0 / MB:.1f} MB)"
     )
+    print(f"   added by the third worker: {(totals[3] - totals[2]) / MB:.1f} MB PSS")
 
 
 # --- 2. epoch time vs the GEMM bound -------------------------------------------------------------
@@ -202,7 +214,7 @@ def table_epoch(quick: bool) -> None:
         split = search_split(load_dataset("fashion-mnist", dtype=dtype, shared=True), 60000, 0.2, 0)
         steps = len(split.x_train) // 100
         train_ops = gemm_operands(sizes, 100, True, dtype)
-        eval_ops = gemm_operands(sizes, 2000, False, dtype)
+        eval_ops = gemm_operands(sizes, EVAL_BATCH, False, dtype)
         rows: dict[str, list[float]] = {k: [] for k in ("up", "conv", "ev", "b_up", "b_ev")}
         for r in range(repeats):
             net = MultiLayerNet(784, hidden, 10, rng=0, dtype=dtype)
@@ -221,7 +233,7 @@ def table_epoch(quick: bool) -> None:
                 trainer.x_train.take(idx, axis=0)
             rows["conv"].append(time.perf_counter() - start)
             rows["b_up"].append(time_gemms(train_ops, steps))
-            rows["b_ev"].append(time_gemms(eval_ops, 60000 // 2000))
+            rows["b_ev"].append(time_gemms(eval_ops, 60000 // EVAL_BATCH))
         m = {k: statistics.median(v) for k, v in rows.items()}
         print(
             f"   {dtype}  {m['up']:6.2f} s   {m['b_up']:6.2f} s  {m['up'] / m['b_up']:5.2f}x"
@@ -230,7 +242,8 @@ def table_epoch(quick: bool) -> None:
         )
     print(
         "   updates = the epoch's steps (forward, backward, SGD); evaluation = 12,000 validation +"
-        " 48,000 training images, 2,000 per pass; batch conversion = uint8 rows -> floats, alone"
+        f" 48,000 training images, {EVAL_BATCH:,} per pass; batch conversion = uint8 rows -> floats"
+        ", alone"
     )
 
 
@@ -415,6 +428,10 @@ def table_many(quick: bool, urls: dict, server, reasons: dict[str, str]) -> None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, to check it works")
+    parser.add_argument(
+        "--tables", type=int, nargs="+", choices=(1, 2, 3, 4), default=[1, 2, 3, 4],
+        help="the tables to print (default: all four)",
+    )  # fmt: skip
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp, contextlib.ExitStack() as stack:
@@ -426,17 +443,22 @@ def main() -> None:
         server = None
         from tests.hpo import pg
 
-        if pg.pg_bin() is None:
-            urls["postgresql"], reasons["postgresql"] = None, "no PostgreSQL programs (initdb)"
-        else:
-            server = stack.enter_context(pg.started_server())
-            urls["postgresql"] = server.url()
-        table_memory(args.quick, env, folder)
-        with threadpool_limits(limits=1):
-            table_epoch(args.quick)
-        table_large(args.quick, urls, reasons)
-        urls["sqlite"] = f"sqlite:///{folder / 'many.db'}"
-        table_many(args.quick, urls, server, reasons)
+        if {3, 4} & set(args.tables):  # the tables with a PostgreSQL column
+            if pg.pg_bin() is None:
+                urls["postgresql"], reasons["postgresql"] = None, "no PostgreSQL programs (initdb)"
+            else:
+                server = stack.enter_context(pg.started_server())
+                urls["postgresql"] = server.url()
+        if 1 in args.tables:
+            table_memory(args.quick, env, folder)
+        if 2 in args.tables:
+            with threadpool_limits(limits=1):
+                table_epoch(args.quick)
+        if 3 in args.tables:
+            table_large(args.quick, urls, reasons)
+        if 4 in args.tables:
+            urls["sqlite"] = f"sqlite:///{folder / 'many.db'}"
+            table_many(args.quick, urls, server, reasons)
 
 
 if __name__ == "__main__":

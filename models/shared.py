@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -100,24 +101,58 @@ def open_shared(name: str, folder: Path) -> dict[str, np.ndarray]:
     Returns:
         ``{"train-images", "train-labels", "t10k-images", "t10k-labels"}`` -> read-only arrays.
     """
-    cache = cache_dir(name) / "npy" / stored_sha256(folder)
-    opened = _open_npy(cache)
+
+    def convert() -> dict[str, np.ndarray]:
+        arrays = {}
+        for part in PARTS:
+            pair = read_verified_pair(name, folder, part)
+            arrays[f"{part}-images"], arrays[f"{part}-labels"] = pair
+        return arrays
+
+    return open_cached(name, stored_sha256(folder), PARTS, convert)
+
+
+def open_cached(
+    name: str,
+    sha256: str,
+    parts: tuple[str, ...],
+    convert: Callable[[], dict[str, np.ndarray]],
+    *,
+    failure_level: int = logging.WARNING,
+) -> dict[str, np.ndarray]:
+    """``convert()``'s ``<part>-images`` (uint8, 784 columns) and ``<part>-labels`` (int64) for
+    each of ``parts``, memory-mapped from ``cache_dir(name)/npy/<sha256>/``, written first from
+    ``convert()`` if need be; in memory and read-only where the cache cannot be written (logged
+    at ``failure_level``)."""
+    cache = cache_dir(name) / "npy" / sha256
+    opened = _open_npy(cache, parts)
     if opened is not None:
         return opened
-    arrays = {}
-    for part in PARTS:
-        arrays[f"{part}-images"], arrays[f"{part}-labels"] = read_verified_pair(name, folder, part)
+    arrays = convert()
     try:
         _write_npy(cache, arrays)
     except OSError as error:
-        logger.warning(
-            "Cannot cache %s in %s (%s): each process holds its own copy.", name, cache, error
+        logger.log(
+            failure_level,
+            "Cannot cache %s in %s (%s): each process holds its own copy.",
+            name,
+            cache,
+            error,
         )
         for array in arrays.values():
             array.flags.writeable = False
         return arrays
-    logger.info("Cached %s from %s as .npy files in %s", name, folder, cache)
-    return _open_npy(cache) or arrays
+    logger.info("Cached %s as .npy files in %s", name, cache)
+    return _open_npy(cache, parts) or arrays
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of one file as stored, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def stored_sha256(folder: Path) -> str:
@@ -132,10 +167,10 @@ def stored_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _open_npy(cache: Path) -> dict[str, np.ndarray] | None:
+def _open_npy(cache: Path, parts: tuple[str, ...] = PARTS) -> dict[str, np.ndarray] | None:
     """The cached arrays, memory-mapped; None if any is missing or not what was written."""
     arrays = {}
-    for part in PARTS:
+    for part in parts:
         try:
             images = np.load(cache / f"{part}-images.npy", mmap_mode="r", allow_pickle=False)
             labels = np.load(cache / f"{part}-labels.npy", mmap_mode="r", allow_pickle=False)

@@ -3,6 +3,7 @@ converted to floats per batch with the same values as the in-memory path."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import MultiLayerNet, Trainer, get_optimizer, idx, shared
+from models import MultiLayerNet, Trainer, datasets, get_optimizer, idx, shared
 from models.datasets import ScaledRows, load_dataset, search_split
 from tests.models.test_datasets import register_sums, tiny_arrays, write_idx_set
 
@@ -154,3 +155,48 @@ def test_scaled_rows_refuse_what_they_cannot_stand_for():
     rows = ScaledRows(np.zeros((3, 4), np.uint8))
     with pytest.raises(ValueError, match="axis 0"):
         rows.take([0], axis=1)
+
+
+def parsed_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """mnist-5k as the CSV parses, without the cache."""
+    table = np.loadtxt(datasets._mnist_5k_path(), delimiter=",", dtype=np.uint8, ndmin=2)
+    return table[:, :784], table[:, 784].astype(np.int64)
+
+
+def test_mnist_5k_is_parsed_once_and_then_memory_mapped_with_the_same_values(tmp_path):
+    datasets._read_mnist_5k_csv.cache_clear()
+    first = load_dataset("mnist-5k")
+    cached = npy_files(tmp_path)
+    assert [p.name for p in cached] == ["all-images.npy", "all-labels.npy"]
+    assert cached[0].parent.name == shared.file_sha256(datasets._mnist_5k_path())
+    # Another process maps the cache and never parses the CSV.
+    code = (
+        "import numpy as np; np.loadtxt = None; from models.datasets import load_dataset;"
+        "d = load_dataset('mnist-5k'); np.save('x.npy', d.x); np.save('t.npy', d.t);"
+        "print(type(d.x).__name__, type(d.t).__name__)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ndarray", "ndarray"]
+    images, labels = parsed_mnist_5k()
+    for data in (first, load_dataset("mnist-5k")):
+        assert type(data.x) is np.ndarray
+        assert np.array_equal(data.x, images.astype(np.float64) / 255.0)
+        assert np.array_equal(data.t, labels)
+    assert np.array_equal(np.load(tmp_path / "x.npy"), first.x)
+    assert np.array_equal(np.load(tmp_path / "t.npy"), first.t)
+
+
+def test_mnist_5k_without_a_writable_cache_is_parsed_each_time_silently(tmp_path, caplog):
+    (tmp_path / "cache").write_text("a file where the cache folder would be")
+    datasets._read_mnist_5k_csv.cache_clear()
+    with caplog.at_level("INFO", logger="models"):
+        data = load_dataset("mnist-5k", dtype=np.float32)
+    images, labels = parsed_mnist_5k()
+    assert np.array_equal(data.x, images.astype(np.float32) / np.float32(255))
+    assert np.array_equal(data.t, labels)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    datasets._read_mnist_5k_csv.cache_clear()  # not the uncached arrays for later tests

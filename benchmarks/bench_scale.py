@@ -15,7 +15,7 @@ Prints four tables:
 4. many workers (threads, each running the real ``hpo.runner.work`` loop with 1-epoch trials on
    60 images): finished trials per second and the connections held, SQLite and PostgreSQL.
 
-    python benchmarks/bench_scale.py [--quick]
+    python benchmarks/bench_scale.py [--quick] [--tables 2 ...]
 
 PostgreSQL is a throwaway server of its own on 127.0.0.1 (tests/hpo/pg.py); without PostgreSQL's
 programs its columns say why they are missing. Not a test: it prints what it measured.
@@ -415,7 +415,10 @@ def table_many(quick: bool, urls: dict, server, reasons: dict[str, str]) -> None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, to check it works")
+    parser.add_argument("--tables", nargs="+", type=int, choices=(1, 2, 3, 4),
+                        default=[1, 2, 3, 4], help="only these tables (default: all)")  # fmt: skip
     args = parser.parse_args()
+    tables = set(args.tables)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
@@ -428,15 +431,19 @@ def main() -> None:
 
         if pg.pg_bin() is None:
             urls["postgresql"], reasons["postgresql"] = None, "no PostgreSQL programs (initdb)"
-        else:
+        elif tables & {3, 4}:
             server = stack.enter_context(pg.started_server())
             urls["postgresql"] = server.url()
-        table_memory(args.quick, env, folder)
-        with threadpool_limits(limits=1):
-            table_epoch(args.quick)
-        table_large(args.quick, urls, reasons)
+        if 1 in tables:
+            table_memory(args.quick, env, folder)
+        if 2 in tables:
+            with threadpool_limits(limits=1):
+                table_epoch(args.quick)
+        if 3 in tables:
+            table_large(args.quick, urls, reasons)
         urls["sqlite"] = f"sqlite:///{folder / 'many.db'}"
-        table_many(args.quick, urls, server, reasons)
+        if 4 in tables:
+            table_many(args.quick, urls, server, reasons)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ network's ``params`` dict; a layer holds references to those arrays, so an optim
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 
@@ -46,7 +48,12 @@ class Relu:
     def __init__(self) -> None:
         self.mask: np.ndarray | None = None
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        if not training:
+            # No backward pass follows, so no mask: one pass over x instead of three. Equal to
+            # x * mask but for the sign of zeros (-0.0 * 0 is -0.0), which the next Affine's
+            # bias addition drops, and for -inf, which the book's ReLU also maps to 0.
+            return np.maximum(x, 0)
         # A mask of 0.0 / 1.0 in x's dtype: multiplying by it takes half the time of multiplying
         # by a boolean mask, which NumPy converts on every use.
         self.mask = (x > 0).astype(x.dtype)
@@ -82,26 +89,44 @@ class Tanh:
         return dout * (1.0 - self.out**2)
 
 
+@functools.lru_cache(maxsize=32)
+def _ones(n: int, dtype: np.dtype) -> np.ndarray:
+    """A read-only vector of ``n`` ones, made once per size: building it took half as long as
+    the product it feeds."""
+    ones = np.ones(n, dtype=dtype)
+    ones.flags.writeable = False
+    return ones
+
+
+@functools.lru_cache(maxsize=32)
+def _arange(n: int) -> np.ndarray:
+    """A read-only ``np.arange(n)``, made once per size (the rows of every batch)."""
+    rows = np.arange(n)
+    rows.flags.writeable = False
+    return rows
+
+
 def _column_sums(x: np.ndarray) -> np.ndarray:
     """``x.sum(axis=0)`` as a BLAS vector-matrix product, 2-3x faster on a (100, 100) batch."""
-    return np.ones(len(x), dtype=x.dtype) @ x
+    return _ones(len(x), x.dtype) @ x
 
 
 def _row_maxima(x: np.ndarray) -> np.ndarray:
     """``x.max(axis=1, keepdims=True)``. NumPy reduces a short last axis (the 10 classes) row by
     row, which takes several times longer than finding each row's argmax and picking it."""
-    return x[np.arange(len(x)), x.argmax(axis=1)][:, np.newaxis]
+    return x[_arange(len(x)), x.argmax(axis=1)][:, np.newaxis]
 
 
 def _row_sums(x: np.ndarray) -> np.ndarray:
     """``x.sum(axis=1, keepdims=True)`` as a BLAS matrix-vector product, for the same reason."""
-    return (x @ np.ones(x.shape[1], dtype=x.dtype))[:, np.newaxis]
+    return (x @ _ones(x.shape[1], x.dtype))[:, np.newaxis]
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
     """Row-wise log-softmax, shifted by the row maximum so that exp never overflows."""
     shifted = x - _row_maxima(x)
-    return shifted - np.log(_row_sums(np.exp(shifted)))
+    shifted -= np.log(_row_sums(np.exp(shifted)))
+    return shifted
 
 
 def cross_entropy(scores: np.ndarray, t: np.ndarray) -> float:
@@ -116,7 +141,7 @@ def _mean_nll(logp: np.ndarray, t: np.ndarray) -> float:
     n = len(logp)
     if t.ndim == 2:
         return float(-(logp * t).sum() / n)
-    return float(-logp[np.arange(n), t].sum() / n)
+    return float(-logp[_arange(n), t].sum() / n)
 
 
 class SoftmaxWithLoss:
@@ -140,7 +165,7 @@ class SoftmaxWithLoss:
         if self.t.ndim == 2:
             dx -= self.t
         else:
-            dx[np.arange(n), self.t] -= 1.0
+            dx[_arange(n), self.t] -= 1.0
         dx *= dout / n
         return dx
 

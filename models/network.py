@@ -169,7 +169,7 @@ class MultiLayerNet:
         """Class scores (before softmax) for each row of ``x``."""
         x = np.asarray(x, dtype=self.dtype)
         for layer in self.layers:
-            if isinstance(layer, BatchNormalization | Dropout):
+            if isinstance(layer, BatchNormalization | Dropout | Relu):
                 x = layer.forward(x, training)
             else:
                 x = layer.forward(x)

@@ -79,6 +79,17 @@ def test_activation_matches_its_formula_and_central_differences(
     assert rel_error(dx, num_grad(weighted_sum(layer_class(), x, dout), x)) < TOLERANCE
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_relu_in_evaluation_mode_gives_the_training_output_without_a_mask(rng, dtype):
+    x = rng.standard_normal((6, 5)).astype(dtype)
+    layer = Relu()
+
+    out = layer.forward(x, training=False)
+
+    assert layer.mask is None and out.dtype == dtype
+    np.testing.assert_array_equal(out, Relu().forward(x))
+
+
 def test_sigmoid_stays_finite_for_huge_inputs():
     out = Sigmoid().forward(np.array([[-1e4, 0.0, 1e4]]))
     np.testing.assert_array_equal(out, [[0.0, 0.5, 1.0]])

@@ -7,8 +7,11 @@ and runs. ``python -m hpo.search`` and ``python -m hpo.narrow`` are these steps 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import optuna
@@ -19,6 +22,7 @@ from hpo.cluster import check_cluster
 from hpo.config import SearchConfig
 from hpo.progress import run_with_progress
 from hpo.results import open_readonly
+from hpo.runner import StorageFailure
 from hpo.storage import check_storage, ensure_parent, opened_storage
 from hpo.study import (
     check_study_name,
@@ -87,7 +91,7 @@ def execute_search(args: argparse.Namespace, plan: SearchPlan) -> optuna.Study:
     """
     url, config = args.storage, plan.config
     ensure_parent(url)
-    with opened_storage(url) as storage:
+    with _opened_for_run(url) as storage:
         study = None if plan.exists else _create_unless_taken(storage, args.study, config)
         if study is None:
             study = optuna.load_study(study_name=args.study, storage=storage)
@@ -253,6 +257,18 @@ def execute_narrow(args: argparse.Namespace, plan: NarrowPlan) -> stages.StagesR
     return _run_stages(args, plan.names, plan.first.config, plan.first)
 
 
+@contextmanager
+def _opened_for_run(url: str) -> Iterator[optuna.storages.RDBStorage]:
+    """``opened_storage(url)`` for a run whose input was checked: a storage that cannot be
+    opened now (its disk filled up, its server went away) is a storage failure of the run."""
+    with contextlib.ExitStack() as stack:
+        try:
+            storage = stack.enter_context(opened_storage(url))
+        except ValueError as e:
+            raise StorageFailure(str(e), 0) from e
+        yield storage
+
+
 def _run_stages(
     args: argparse.Namespace,
     names: list[str],
@@ -261,7 +277,7 @@ def _run_stages(
 ) -> stages.StagesRun:
     url = args.storage
     ensure_parent(url)
-    with opened_storage(url) as storage:
+    with _opened_for_run(url) as storage:
         done = stages.run_stages(
             storage,
             names,

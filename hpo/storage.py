@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import re
+import sqlite3
 import time
 import warnings
 from collections.abc import Iterator
@@ -205,7 +206,8 @@ def _opening(url: str) -> Iterator[None]:
             f"{parsed.get_driver_name()!r} (for PostgreSQL: pip install -e '.[postgresql]'): "
             f"{e.__cause__ or e}"
         ) from e
-    except sqlalchemy.exc.SQLAlchemyError as e:
+    except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error) as e:
+        # sqlite3's own: from making a new file's tables (hpo/_sqlite_storage.py).
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
         raise ValueError(f"Cannot open storage {display_url(url)}: {reason}") from e
 

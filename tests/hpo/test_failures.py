@@ -91,6 +91,23 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_printed_command_continues
     assert counts["RUNNING"] == counts["WAITING"] == 0
 
 
+def test_a_disk_too_full_for_a_new_files_tables_fails_in_one_line_and_leaves_no_file(small_disk):
+    subprocess.run(["mount", "-o", "remount,size=40k", str(small_disk)], check=True)
+    (small_disk / "pad").write_bytes(b"\0" * 38 * 1024)
+    db = small_disk / "new.db"
+    run = subprocess.run(
+        [sys.executable, "-m", "hpo.search", "--storage", f"sqlite:///{db}", *TINY, "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert run.returncode == 1
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+    assert "the storage failed (" in run.stderr and "database or disk is full" in run.stderr
+    assert sorted(p.name for p in small_disk.iterdir()) == ["pad"]
+
+
 # The database server going away mid-run: for a few seconds (a restart), or for good.
 
 SERVER_RUN = ["--train-size", "300", "--epochs", "20", "--hidden", "50", "50", "--pruner", "none"]

@@ -636,11 +636,25 @@ print("ok")
     assert done.stdout.strip() == "ok"
 
 
+def schema_and_versions(path: Path) -> tuple[list, list, list]:
+    with closing(sqlite3.connect(path)) as con:
+        return (
+            sorted(con.execute("SELECT type, name, tbl_name, sql FROM sqlite_master")),
+            con.execute("SELECT * FROM version_info").fetchall(),
+            con.execute("SELECT * FROM alembic_version").fetchall(),
+        )
+
+
 @fast_only
 def test_a_new_file_gets_optunas_tables_and_version_stamp(tmp_path):
+    optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optunas.db'}").engine.dispose()
     url = f"sqlite:///{tmp_path / 'new.db'}"
     storage = open_storage(url)
     assert type(storage) is HPO_STORAGE
+    # Made without alembic, the file is what Optuna makes, table by table, index by index.
+    made = schema_and_versions(tmp_path / "new.db")
+    assert made == schema_and_versions(tmp_path / "optunas.db")
+    assert len(made[0]) > 20 and made[2] == [("v3.2.0.a",)]
     optuna.create_study(storage=storage, study_name="s")
     storage.engine.dispose()
     # Optuna's own storage checks the stamp; and the file, now with the schema, opens fast.

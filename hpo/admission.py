@@ -11,6 +11,10 @@ a holder killed while it holds the lock (a few milliseconds per trial) delays th
 most ``LEASE_S`` and never blocks them for good. Only the admission step is under the lock; the
 sampler draws a trial's parameters after it, at the trial's first suggestion (Optuna samples
 lazily), so the workers' sampling is never serialised.
+
+What the lock holds up is one count and one new trial: :meth:`AdmissionLock.places_taken` counts a
+run's trials in one query, where reading the study's trials took 7 queries and grew with the
+running trials (benchmarks/bench_scale.py, table 4).
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import sqlalchemy
+from optuna.trial import TrialState
 from sqlalchemy.engine import Engine
 
 from hpo._server_storage import with_retries
+from hpo.record import FINISHED, RUN_ATTR
 
 ADMISSION_KEY = "hpo:admission"
 LEASE_S = 30.0  # far longer than an admission takes (milliseconds), short enough to recover
@@ -75,6 +81,49 @@ class AdmissionLock:
             yield
         finally:
             with_retries(lambda: self._release(value), "releasing the admission lock")
+
+    def places_taken(self, run_id: str) -> int:
+        """The trials of the run ``run_id`` that count against its target: running or finished
+        (a failed trial gives its place back: it is queued again), counted in the database."""
+        from optuna.storages._rdb import models
+
+        trial, attr = models.TrialModel, models.TrialSystemAttributeModel
+        query = (
+            sqlalchemy.select(sqlalchemy.func.count())
+            .select_from(trial)
+            .join(attr, attr.trial_id == trial.trial_id)
+            .where(
+                trial.study_id == self.study_id,
+                trial.state.in_((*FINISHED, TrialState.RUNNING)),
+                attr.key == RUN_ATTR,
+                attr.value_json == json.dumps(run_id),  # as Optuna stores the attr's value
+            )
+        )
+
+        def count() -> int:
+            with self.engine.connect() as con:
+                return int(con.execute(query).scalar())
+
+        return with_retries(count, "counting the run's trials")
+
+    def queued(self) -> bool:
+        """Whether the study has a queued (WAITING) trial, such as a dead worker's, retried.
+
+        One query: Optuna's look for one (``Study._pop_waiting_trial_id``) reads every unfinished
+        trial of the study first, which grows with the workers.
+        """
+        from optuna.storages._rdb import models
+
+        trial = models.TrialModel
+        query = sqlalchemy.select(trial.trial_id).where(
+            trial.study_id == self.study_id, trial.state == TrialState.WAITING
+        )
+
+        def look() -> bool:
+            with self.engine.connect() as con:
+                return con.execute(query.limit(1)).first() is not None
+
+        return with_retries(look, "looking for a queued trial")
 
     def _release(self, value: str) -> None:
         with self.engine.begin() as con:

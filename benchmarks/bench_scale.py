@@ -12,10 +12,12 @@ Prints four tables:
    storage API): one more trial's ask / report x50 / tell, the TPE sampler's first suggest of a
    new trial, optuna-dashboard's ``/api/studies/<id>`` (in-process WSGI) and ``hpo.best_params``,
    medians, on SQLite and (if a server can be started) PostgreSQL;
-4. many workers (threads, each running the real ``hpo.runner.work`` loop with 1-epoch trials on
-   60 images): finished trials per second and the connections held, SQLite and PostgreSQL.
+4. many workers (16, 32, 64 processes, each running ``hpo.runner.work`` on one run's plan, as a
+   loky worker does, with 1-epoch trials on 60 images): finished trials per second, whether the
+   run finished exactly its trials, errors, the connections held, CPU per trial, the admission
+   lock's wait and share of the time, on SQLite and PostgreSQL.
 
-    python benchmarks/bench_scale.py [--quick]
+    python benchmarks/bench_scale.py [--quick] [--tables 3,4]
 
 PostgreSQL is a throwaway server of its own on 127.0.0.1 (tests/hpo/pg.py); without PostgreSQL's
 programs its columns say why they are missing. Not a test: it prints what it measured.
@@ -25,14 +27,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
+import queue
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +48,10 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.hpo.pg: the test suite's throwaway PostgreSQL server
 
-from hpo import best_params  # noqa: E402
+from hpo import best_params, runner  # noqa: E402
+from hpo.admission import AdmissionLock  # noqa: E402
 from hpo.config import SearchConfig  # noqa: E402
+from hpo.record import run_trials  # noqa: E402
 from hpo.runner import RunPlan, work  # noqa: E402
 from hpo.storage import open_storage  # noqa: E402
 from hpo.study import create_study, make_sampler  # noqa: E402
@@ -338,8 +344,44 @@ def table_large(quick: bool, urls: dict[str, str | None], reasons: dict[str, str
 
 # --- 4. many workers -----------------------------------------------------------------------------
 
+TINY = SearchConfig(train_size=60, epochs=1, hidden=[5], sampler="random", pruner="none")
 
-def connections(name: str, url: str, server) -> int:
+
+class TimedLock(AdmissionLock):
+    """The admission lock, timing how long a worker waits for it and holds it."""
+
+    waited = held_for = 0.0
+
+    @contextlib.contextmanager
+    def held(self):
+        start = time.perf_counter()
+        with super().held():
+            got = time.perf_counter()
+            TimedLock.waited += got - start
+            try:
+                yield
+            finally:
+                TimedLock.held_for += time.perf_counter() - got
+
+
+def simulated_worker(plan: RunPlan, worker: int, ready, go, out) -> None:
+    """One worker process, as a loky worker runs it: ``hpo.runner.work(plan, worker)``. Before
+    the clock starts it runs one trial of a run of its own: data loaded, code paths warm, as in
+    a worker that has run for a while."""
+    runner.AdmissionLock = TimedLock  # the one the workers' loop makes, timed
+    work(dataclasses.replace(plan, n_trials=1, run_id=f"warm-up-{plan.run_id}-{worker}"), worker)
+    TimedLock.waited = TimedLock.held_for = 0.0
+    ready.put(worker)
+    go.wait()
+    cpu, error = time.process_time(), ""
+    try:
+        work(plan, worker)
+    except Exception as e:  # shown in the table: a failing storage is a result here
+        error = f"{type(e).__name__}: {str(e).splitlines()[0][:70]}"
+    out.put((error, time.process_time() - cpu, TimedLock.waited, TimedLock.held_for))
+
+
+def connections(name: str, url: str, server, pids: list[int]) -> int:
     if name == "postgresql":
         import sqlalchemy
 
@@ -350,72 +392,107 @@ def connections(name: str, url: str, server) -> int:
                 return int(con.exec_driver_sql(q).scalar())
         finally:
             engine.dispose()
-    db = url.removeprefix("sqlite:///")
-    count = 0
-    for fd in Path("/proc/self/fd").iterdir():
+    db, count = url.removeprefix("sqlite:///"), 0
+    for pid in pids:  # one fd on the file per connection (its -wal and -shm files aside)
         with contextlib.suppress(OSError):
-            count += os.readlink(fd) == db  # the -wal and -shm files go with each connection
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    count += os.readlink(fd) == db
     return count
 
 
-def many_workers(name: str, url: str, server, workers: int, seconds: float, cap: int):
-    config = SearchConfig(train_size=60, epochs=1, hidden=[5], sampler="random", pruner="none")
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)  # idle and iowait are not busy
+
+
+def many_workers(name: str, url: str, server, workers: int, trials: int) -> dict:
+    """``workers`` processes run ``trials`` trials of one run; what the run and they measured."""
+    import multiprocessing
+
     storage = open_storage(url, heartbeat=False)
-    study = create_study(storage, f"many-{workers}-{uuid.uuid4().hex[:6]}", config)
+    study = create_study(storage, f"many-{workers}-{uuid.uuid4().hex[:6]}", TINY)
     storage.engine.dispose()
-    start = time.time()
-    plan = RunPlan(config.to_dict(), url, study.study_name, cap, start + seconds, None,
+    plan = RunPlan(TINY.to_dict(), url, study.study_name, trials, time.time() + 3600, None,
                    uuid.uuid4().hex)  # fmt: skip
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            work(plan, i)
-        except BaseException as e:  # shown in the table: a failing storage is a result here
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(workers)]
-    for t in threads:
-        t.start()
-    held = 0
-    while any(t.is_alive() for t in threads) and time.time() < start + seconds + 60:
-        held = max(held, connections(name, url, server))
-        time.sleep(0.5)
-    elapsed = time.time() - start
-    trials = optuna.load_study(study_name=study.study_name, storage=url).trials
-    done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-    return done, elapsed, held, len(errors), (str(errors[0])[:80] if errors else "")
+    ctx = multiprocessing.get_context("forkserver")  # fresh processes, as loky's, started fast
+    ctx.set_forkserver_preload(["hpo.runner", "hpo.objective", "optuna", "sqlalchemy"])
+    ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=simulated_worker, args=(plan, i, ready, go, out), daemon=True)
+             for i in range(workers)]  # fmt: skip
+    for proc in procs:
+        proc.start()
+    for _ in procs:
+        ready.get(timeout=600)
+    busy0, total0 = cpu_ticks()
+    start = time.perf_counter()
+    go.set()
+    held, results = 0, []
+    while len(results) < workers:
+        held = max(held, connections(name, url, server, [p.pid for p in procs]))
+        with contextlib.suppress(queue.Empty):
+            while len(results) < workers:
+                results.append(out.get(timeout=0.5))
+        if len(results) < workers and not any(p.is_alive() for p in procs) and out.empty():
+            results += [("a worker process died", 0.0, 0.0, 0.0)] * (workers - len(results))
+    elapsed = time.perf_counter() - start
+    busy1, total1 = cpu_ticks()
+    for proc in procs:
+        proc.join(timeout=60)
+    own = run_trials(optuna.load_study(study_name=study.study_name, storage=url).trials,
+                     plan.run_id)  # fmt: skip
+    states = Counter(t.state for t in own)
+    done = states[TrialState.COMPLETE] + states[TrialState.PRUNED]
+    errors = [r[0] for r in results if r[0]]
+    return {
+        "done": done, "exact": done == trials and not states[TrialState.RUNNING],
+        "rate": done / elapsed, "held": held, "errors": len(errors),
+        "first": errors[0] if errors else "", "cpu": sum(r[1] for r in results) / max(done, 1),
+        "wait": sum(r[2] for r in results) / max(done, 1),
+        "lock": sum(r[3] for r in results) / elapsed,
+        "busy": (busy1 - busy0) / max(total1 - total0, 1),
+    }  # fmt: skip
 
 
 def table_many(quick: bool, urls: dict, server, reasons: dict[str, str]) -> None:
     counts = [4, 16] if quick else [16, 32, 64]
-    seconds, cap = (8.0, 200) if quick else (30.0, 2000)
+    per_worker = 5 if quick else 10
     print(
-        f"\n4. Many workers (threads running hpo.runner.work; trials: 1 epoch on 48 images, "
-        f"hidden 5, random sampler), each run {seconds:.0f} s or {cap} trials"
+        f"\n4. Many workers: processes, each running hpo.runner.work on one run's plan (trials: 1"
+        f" epoch on 48 images, hidden 5, random sampler), {per_worker} trials per worker, timed"
+        " after a first trial each"
     )
-    print("   storage     workers  finished  trials/s  connections  errors")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    print("   storage     workers  trials  exact  trials/s  connections  errors  client CPU"
+          "  lock wait  lock held  machine busy")  # fmt: skip
     for name, url in urls.items():
         if url is None:
             print(f"   {name:10s}  skipped: {reasons[name]}")
             continue
         for n in counts:
-            done, elapsed, held, n_err, first = many_workers(name, url, server, n, seconds, cap)
+            r = many_workers(name, url, server, n, n * per_worker)
             print(
-                f"   {name:10s} {n:7d}  {done:8d}  {done / elapsed:8.1f}  {held:11d}  {n_err:6d}"
-                f" {first}"
+                f"   {name:10s} {n:7d}  {r['done']:6d}  {'yes' if r['exact'] else 'NO':>5s}"
+                f"  {r['rate']:8.1f}  {r['held']:11d}  {r['errors']:6d}  {r['cpu'] * 1000:7.1f} ms"
+                f"  {r['wait'] * 1000:6.1f} ms  {r['lock'] * 100:7.0f} %  {r['busy'] * 100:10.0f} %"
+                f"  {r['first']}"
             )
     print(
-        "   connections: PostgreSQL pg_stat_activity on the database; SQLite: open fds on the "
-        "file (this process). Clients and server share this machine's CPUs."
+        "   exact: the run finished exactly the trials asked, none of its own left running;"
+        " connections: the most seen at once\n   (PostgreSQL: pg_stat_activity on the database;"
+        " SQLite: fds on the file across the worker processes); client CPU, lock wait: per\n"
+        "   finished trial, all workers; lock held: the admission lock's share of the run's wall"
+        " time; machine busy: all CPUs,\n   this machine (the database server, and other users,"
+        " included)."
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, to check it works")
+    parser.add_argument("--tables", default="1,2,3,4", help="the tables to print, e.g. 3,4")
     args = parser.parse_args()
+    tables = {int(t) for t in args.tables.split(",")}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
@@ -426,17 +503,23 @@ def main() -> None:
         server = None
         from tests.hpo import pg
 
-        if pg.pg_bin() is None:
+        if not tables & {3, 4}:
+            urls["postgresql"], reasons["postgresql"] = None, "not used by the tables asked for"
+        elif pg.pg_bin() is None:
             urls["postgresql"], reasons["postgresql"] = None, "no PostgreSQL programs (initdb)"
         else:
             server = stack.enter_context(pg.started_server())
             urls["postgresql"] = server.url()
-        table_memory(args.quick, env, folder)
-        with threadpool_limits(limits=1):
-            table_epoch(args.quick)
-        table_large(args.quick, urls, reasons)
-        urls["sqlite"] = f"sqlite:///{folder / 'many.db'}"
-        table_many(args.quick, urls, server, reasons)
+        if 1 in tables:
+            table_memory(args.quick, env, folder)
+        if 2 in tables:
+            with threadpool_limits(limits=1):
+                table_epoch(args.quick)
+        if 3 in tables:
+            table_large(args.quick, urls, reasons)
+        if 4 in tables:
+            urls["sqlite"] = f"sqlite:///{folder / 'many.db'}"
+            table_many(args.quick, urls, server, reasons)
 
 
 if __name__ == "__main__":

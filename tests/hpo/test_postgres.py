@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -21,7 +22,8 @@ from optuna.trial import TrialState
 from hpo import best_params, search
 from hpo.config import SearchConfig
 from hpo.record import FINISHED, RUN_ATTR
-from hpo.storage import GRACE_PERIOD_S
+from hpo.results import best_trial
+from hpo.storage import GRACE_PERIOD_S, open_storage
 
 from .pg import PASSWORD, Server, free_port
 
@@ -78,6 +80,23 @@ def test_best_params_agree_with_optunas_best_trial(parallel):
     expected = optuna.load_study(study_name="default", storage=parallel).best_trial.params
 
     assert best_params(parallel, "default") == expected
+
+
+def test_the_best_trial_is_read_through_a_server_restart(server):
+    storage = open_storage(server.url(), heartbeat=False)
+    study = optuna.create_study(storage=storage, study_name="best-restart", direction="maximize")
+    for value in (0.2, 0.9, 0.5):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    server.stop()
+    back = threading.Timer(1.0, server.start)  # a restart: away for a second, then back
+    back.start()
+    try:
+        best = best_trial(study)  # the first read after the server went away
+    finally:
+        back.join()
+        storage.engine.dispose()
+
+    assert best is not None and best.value == 0.9
 
 
 def test_a_rerun_resumes_the_study_and_adds_exactly_the_requested_trials(server):

@@ -442,9 +442,15 @@ TINY = SearchConfig(train_size=60, epochs=1, hidden=[5], sampler="random", prune
 
 
 class TimedLock(AdmissionLock):
-    """The admission lock, timing how long a worker waits for it and holds it."""
+    """The admission lock, timing how long a worker waits for it and holds it, and counting
+    the tries to take it."""
 
     waited = held_for = 0.0
+    tries = 0
+
+    def _try_to_take(self, value: str) -> bool:
+        TimedLock.tries += 1
+        return super()._try_to_take(value)
 
     @contextlib.contextmanager
     def held(self):
@@ -465,6 +471,7 @@ def simulated_worker(plan: RunPlan, worker: int, ready, go, out) -> None:
     runner.AdmissionLock = TimedLock  # the one the workers' loop makes, timed
     work(dataclasses.replace(plan, n_trials=1, run_id=f"warm-up-{plan.run_id}-{worker}"), worker)
     TimedLock.waited = TimedLock.held_for = 0.0
+    TimedLock.tries = 0
     ready.put(worker)
     go.wait()
     cpu, error = time.process_time(), ""
@@ -472,7 +479,8 @@ def simulated_worker(plan: RunPlan, worker: int, ready, go, out) -> None:
         work(plan, worker)
     except Exception as e:  # shown in the table: a failing storage is a result here
         error = f"{type(e).__name__}: {str(e).splitlines()[0][:70]}"
-    out.put((error, time.process_time() - cpu, TimedLock.waited, TimedLock.held_for))
+    out.put((error, time.process_time() - cpu, TimedLock.waited, TimedLock.held_for,
+             TimedLock.tries))  # fmt: skip
 
 
 def connections(name: str, url: str, server, pids: list[int]) -> int:
@@ -529,7 +537,7 @@ def many_workers(name: str, url: str, server, workers: int, trials: int) -> dict
             while len(results) < workers:
                 results.append(out.get(timeout=0.5))
         if len(results) < workers and not any(p.is_alive() for p in procs) and out.empty():
-            results += [("a worker process died", 0.0, 0.0, 0.0)] * (workers - len(results))
+            results += [("a worker process died", 0.0, 0.0, 0.0, 0)] * (workers - len(results))
     elapsed = time.perf_counter() - start
     busy1, total1 = cpu_ticks()
     for proc in procs:
@@ -545,6 +553,7 @@ def many_workers(name: str, url: str, server, workers: int, trials: int) -> dict
         "first": errors[0] if errors else "", "cpu": sum(r[1] for r in results) / max(done, 1),
         "wait": sum(r[2] for r in results) / max(done, 1),
         "lock": sum(r[3] for r in results) / elapsed,
+        "tries": sum(r[4] for r in results) / max(done, 1),
         "busy": (busy1 - busy0) / max(total1 - total0, 1),
     }  # fmt: skip
 
@@ -558,7 +567,7 @@ def table_many(quick: bool, urls: dict, server, reasons: dict[str, str]) -> None
         " after a first trial each"
     )
     print("   storage     workers  trials  exact  trials/s  connections  errors  client CPU"
-          "  lock wait  lock held  machine busy")  # fmt: skip
+          "  lock wait  tries  lock held  machine busy")  # fmt: skip
     for name, url in urls.items():
         if url is None:
             print(f"   {name:10s}  skipped: {reasons[name]}")
@@ -568,16 +577,17 @@ def table_many(quick: bool, urls: dict, server, reasons: dict[str, str]) -> None
             print(
                 f"   {name:10s} {n:7d}  {r['done']:6d}  {'yes' if r['exact'] else 'NO':>5s}"
                 f"  {r['rate']:8.1f}  {r['held']:11d}  {r['errors']:6d}  {r['cpu'] * 1000:7.1f} ms"
-                f"  {r['wait'] * 1000:6.1f} ms  {r['lock'] * 100:7.0f} %  {r['busy'] * 100:10.0f} %"
+                f"  {r['wait'] * 1000:6.1f} ms  {r['tries']:5.1f}  {r['lock'] * 100:7.0f} %"
+                f"  {r['busy'] * 100:10.0f} %"
                 f"  {r['first']}"
             )
     print(
         "   exact: the run finished exactly the trials asked, none of its own left running;"
         " connections: the most seen at once\n   (PostgreSQL: pg_stat_activity on the database;"
-        " SQLite: fds on the file across the worker processes); client CPU, lock wait: per\n"
-        "   finished trial, all workers; lock held: the admission lock's share of the run's wall"
-        " time; machine busy: all CPUs,\n   this machine (the database server, and other users,"
-        " included)."
+        " SQLite: fds on the file across the worker processes); client CPU, lock wait, tries\n"
+        "   (to take the admission lock): per finished trial, all workers; lock held: its share of"
+        " the run's wall time;\n   machine busy: all CPUs, this machine (the database server,"
+        " and other users, included)."
     )
 
 

@@ -12,6 +12,12 @@ most ``LEASE_S`` and never blocks them for good. Only the admission step is unde
 sampler draws a trial's parameters after it, at the trial's first suggestion (Optuna samples
 lazily), so the workers' sampling is never serialised.
 
+On PostgreSQL the workers wait for the row in the server's queue of an advisory lock of the
+study (``pg_advisory_lock``), which costs nothing while it waits, instead of trying the row again
+and again, a transaction per try: at 16 workers the tries had doubled the CPU of a trial
+(benchmarks/bench_scale.py, table 4). The row stays the lock: an advisory lock ends with its
+connection, a row outlasts a server restart.
+
 What the lock holds up is one count and one new trial: :meth:`AdmissionLock.places_taken` counts a
 run's trials in one query, where reading the study's trials took 7 queries and grew with the
 running trials (benchmarks/bench_scale.py, table 4).
@@ -29,9 +35,9 @@ from contextlib import contextmanager
 
 import sqlalchemy
 from optuna.trial import TrialState
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
-from hpo._server_storage import with_retries
+from hpo._server_storage import is_disconnect, with_retries
 from hpo.record import FINISHED, RUN_ATTR
 
 ADMISSION_KEY = "hpo:admission"
@@ -54,6 +60,10 @@ _TAKE_OVER = sqlalchemy.text(
 _RELEASE = sqlalchemy.text(
     f"DELETE FROM {_TABLE} WHERE study_id = :study_id AND key = :key AND value_json = :value"
 )
+# PostgreSQL's queue for the row: the advisory lock (b"hpo", study id), held by a connection.
+_QUEUE_KEY = int.from_bytes(b"hpo", "big")
+_JOIN_QUEUE = sqlalchemy.text("SELECT pg_advisory_lock(:key, :study_id)")
+_LEAVE_QUEUE = sqlalchemy.text("SELECT pg_advisory_unlock(:key, :study_id)")
 
 
 class AdmissionLock:
@@ -76,11 +86,45 @@ class AdmissionLock:
     @contextmanager
     def held(self) -> Iterator[None]:
         """Hold the lock while the block runs; wait for it first if another worker holds it."""
-        value = self._acquire()
+        queue = self._join_queue()
         try:
-            yield
+            value = self._acquire()
+            try:
+                yield
+            finally:
+                with_retries(lambda: self._release(value), "releasing the admission lock")
         finally:
-            with_retries(lambda: self._release(value), "releasing the admission lock")
+            if queue is not None:
+                self._leave_queue(queue)
+
+    def _join_queue(self) -> Connection | None:
+        """On PostgreSQL, a connection that waited for the study's advisory lock and holds it;
+        None elsewhere, and if the server is away (the row's own tries wait for it)."""
+        if self.engine.dialect.name != "postgresql":
+            return None
+        con = None
+        try:
+            con = self.engine.connect()
+            con.execute(_JOIN_QUEUE, {"key": _QUEUE_KEY, "study_id": self.study_id})
+            con.commit()
+            return con
+        except BaseException as e:
+            if con is not None:
+                con.close()
+            if isinstance(e, Exception) and is_disconnect(e):
+                return None
+            raise
+
+    def _leave_queue(self, con: Connection) -> None:
+        try:
+            con.execute(_LEAVE_QUEUE, {"key": _QUEUE_KEY, "study_id": self.study_id})
+            con.commit()
+        except Exception as e:
+            if not is_disconnect(e):
+                raise
+            # The connection is gone, and with it the advisory lock.
+        finally:
+            con.close()
 
     def places_taken(self, run_id: str) -> int:
         """The trials of the run ``run_id`` that count against its target: running or finished

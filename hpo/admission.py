@@ -189,7 +189,15 @@ class AdmissionLock:
             wait = min(2 * wait, _LONGEST_WAIT_S)
 
     def _try_to_take(self, value: str) -> bool:
-        return self._try_insert(value) or self._try_take_over(value)
+        # The row is read first: one that another worker holds is waited for without a write,
+        # where a write would queue for SQLite's one writer with every worker's trials.
+        with self.engine.connect() as con:
+            old = con.execute(_READ, self._row(value)).scalar()
+        if old is None:
+            return self._try_insert(value)
+        if old == value:
+            return True  # this worker's own insert, whose answer was lost
+        return json.loads(old)["until"] <= time.time() and self._try_take_over(value)
 
     def _try_insert(self, value: str) -> bool:
         try:

@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -228,6 +229,25 @@ def test_a_second_worker_waits_for_the_admission_lock_until_the_first_releases_i
 
     assert events == ["first releases", "second holds"]
     assert ADMISSION_KEY not in system_attrs(study)
+
+
+def test_a_worker_that_finds_the_lock_held_waits_without_writing(study_lock, tmp_path):
+    storage, study = study_lock
+    first, second = (AdmissionLock(storage.engine, study._study_id) for _ in range(2))
+    answers: list[bool] = []
+    writer = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    with first.held():
+        writer.execute("BEGIN IMMEDIATE")  # SQLite's one writer: any write would wait for it
+        try:
+            thread = threading.Thread(target=lambda: answers.append(second._try_to_take("v")))
+            thread.start()
+            thread.join(timeout=5)
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
+    thread.join(timeout=10)
+
+    assert answers == [False]  # at once, from a read; a write would have waited for the writer
 
 
 def test_a_lock_whose_holder_died_is_taken_over_once_its_lease_runs_out(study_lock):

@@ -469,15 +469,20 @@ def simulated_worker(plan: RunPlan, worker: int, ready, go, out) -> None:
     the clock starts it runs one trial of a run of its own: data loaded, code paths warm, as in
     a worker that has run for a while."""
     runner.AdmissionLock = TimedLock  # the one the workers' loop makes, timed
-    work(dataclasses.replace(plan, n_trials=1, run_id=f"warm-up-{plan.run_id}-{worker}"), worker)
+    error, warm_up = "", f"warm-up-{plan.run_id}-{worker}"
+    try:
+        work(dataclasses.replace(plan, n_trials=1, run_id=warm_up), worker)
+    except Exception as e:  # shown in the table: a failing storage is a result here
+        error = f"{type(e).__name__}: {str(e).splitlines()[0][:70]}"
     TimedLock.waited = TimedLock.held_for = 0.0
     TimedLock.tries = 0
     ready.put(worker)
     go.wait()
-    cpu, error = time.process_time(), ""
+    cpu = time.process_time()
     try:
-        work(plan, worker)
-    except Exception as e:  # shown in the table: a failing storage is a result here
+        if not error:
+            work(plan, worker)
+    except Exception as e:
         error = f"{type(e).__name__}: {str(e).splitlines()[0][:70]}"
     out.put((error, time.process_time() - cpu, TimedLock.waited, TimedLock.held_for,
              TimedLock.tries))  # fmt: skip

@@ -13,10 +13,12 @@ sampler draws a trial's parameters after it, at the trial's first suggestion (Op
 lazily), so the workers' sampling is never serialised.
 
 On PostgreSQL the workers wait for the row in the server's queue of an advisory lock of the
-study (``pg_advisory_lock``), which costs nothing while it waits, instead of trying the row again
-and again, a transaction per try: at 16 workers the tries had doubled the CPU of a trial
-(benchmarks/bench_scale.py, table 4). The row stays the lock: an advisory lock ends with its
-connection, a row outlasts a server restart.
+study (``pg_advisory_xact_lock``), which costs nothing while it waits, instead of trying the row
+again and again: at 16 workers the tries had doubled the CPU of a trial (benchmarks/
+bench_scale.py, table 4). The row stays the lock: an advisory lock ends with its transaction
+and its connection, a row outlasts a server restart. Elsewhere a waiting worker reads the row
+and writes it only when it is free (or its lease ran out): on SQLite a write waits for the
+file's one writer, with the trials of every worker.
 
 What the lock holds up is one count and one new trial: :meth:`AdmissionLock.places_taken` counts a
 run's trials in one query, where reading the study's trials took 7 queries and grew with the
@@ -60,10 +62,10 @@ _TAKE_OVER = sqlalchemy.text(
 _RELEASE = sqlalchemy.text(
     f"DELETE FROM {_TABLE} WHERE study_id = :study_id AND key = :key AND value_json = :value"
 )
-# PostgreSQL's queue for the row: the advisory lock (b"hpo", study id), held by a connection.
+# PostgreSQL's queue for the row: the advisory lock (b"hpo", study id) of a transaction, which
+# ends with it (also behind a pooler that hands out server connections per transaction).
 _QUEUE_KEY = int.from_bytes(b"hpo", "big")
-_JOIN_QUEUE = sqlalchemy.text("SELECT pg_advisory_lock(:key, :study_id)")
-_LEAVE_QUEUE = sqlalchemy.text("SELECT pg_advisory_unlock(:key, :study_id)")
+_JOIN_QUEUE = sqlalchemy.text("SELECT pg_advisory_xact_lock(:key, :study_id)")
 
 
 class AdmissionLock:
@@ -98,15 +100,15 @@ class AdmissionLock:
                 self._leave_queue(queue)
 
     def _join_queue(self) -> Connection | None:
-        """On PostgreSQL, a connection that waited for the study's advisory lock and holds it;
-        None elsewhere, and if the server is away (the row's own tries wait for it)."""
+        """On PostgreSQL, a connection in a transaction that waited for the study's advisory
+        lock and holds it; None elsewhere, and if the server is away (the row's own tries wait
+        for it)."""
         if self.engine.dialect.name != "postgresql":
             return None
         con = None
         try:
             con = self.engine.connect()
             con.execute(_JOIN_QUEUE, {"key": _QUEUE_KEY, "study_id": self.study_id})
-            con.commit()
             return con
         except BaseException as e:
             if con is not None:
@@ -116,9 +118,9 @@ class AdmissionLock:
             raise
 
     def _leave_queue(self, con: Connection) -> None:
+        """End the queue's transaction, and with it the advisory lock."""
         try:
-            con.execute(_LEAVE_QUEUE, {"key": _QUEUE_KEY, "study_id": self.study_id})
-            con.commit()
+            con.rollback()  # it wrote nothing
         except Exception as e:
             if not is_disconnect(e):
                 raise

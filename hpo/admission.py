@@ -11,6 +11,18 @@ a holder killed while it holds the lock (a few milliseconds per trial) delays th
 most ``LEASE_S`` and never blocks them for good. Only the admission step is under the lock; the
 sampler draws a trial's parameters after it, at the trial's first suggestion (Optuna samples
 lazily), so the workers' sampling is never serialised.
+
+On PostgreSQL the workers wait for the row in the server's queue of an advisory lock of the
+study (``pg_advisory_xact_lock``), which costs nothing while it waits, instead of trying the row
+again and again: at 16 workers the tries had doubled the CPU of a trial (benchmarks/
+bench_scale.py, table 4). The row stays the lock: an advisory lock ends with its transaction
+and its connection, a row outlasts a server restart. Elsewhere a waiting worker reads the row
+and writes it only when it is free (or its lease ran out): on SQLite a write waits for the
+file's one writer, with the trials of every worker.
+
+What the lock holds up is one count and one new trial: :meth:`AdmissionLock.places_taken` counts a
+run's trials in one query, where reading the study's trials took 7 queries and grew with the
+running trials (benchmarks/bench_scale.py, table 4).
 """
 
 from __future__ import annotations
@@ -24,9 +36,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import sqlalchemy
-from sqlalchemy.engine import Engine
+from optuna.trial import TrialState
+from sqlalchemy.engine import Connection, Engine
 
-from hpo._server_storage import with_retries
+from hpo._server_storage import is_disconnect, with_retries
+from hpo.record import FINISHED, RUN_ATTR
 
 ADMISSION_KEY = "hpo:admission"
 LEASE_S = 30.0  # far longer than an admission takes (milliseconds), short enough to recover
@@ -48,6 +62,10 @@ _TAKE_OVER = sqlalchemy.text(
 _RELEASE = sqlalchemy.text(
     f"DELETE FROM {_TABLE} WHERE study_id = :study_id AND key = :key AND value_json = :value"
 )
+# PostgreSQL's queue for the row: the advisory lock (b"hpo", study id) of a transaction, which
+# ends with it (also behind a pooler that hands out server connections per transaction).
+_QUEUE_KEY = int.from_bytes(b"hpo", "big")
+_JOIN_QUEUE = sqlalchemy.text("SELECT pg_advisory_xact_lock(:key, :study_id)")
 
 
 class AdmissionLock:
@@ -70,11 +88,88 @@ class AdmissionLock:
     @contextmanager
     def held(self) -> Iterator[None]:
         """Hold the lock while the block runs; wait for it first if another worker holds it."""
-        value = self._acquire()
+        queue = self._join_queue()
         try:
-            yield
+            value = self._acquire()
+            try:
+                yield
+            finally:
+                with_retries(lambda: self._release(value), "releasing the admission lock")
         finally:
-            with_retries(lambda: self._release(value), "releasing the admission lock")
+            if queue is not None:
+                self._leave_queue(queue)
+
+    def _join_queue(self) -> Connection | None:
+        """On PostgreSQL, a connection in a transaction that waited for the study's advisory
+        lock and holds it; None elsewhere, and if the server is away (the row's own tries wait
+        for it)."""
+        if self.engine.dialect.name != "postgresql":
+            return None
+        con = None
+        try:
+            con = self.engine.connect()
+            con.execute(_JOIN_QUEUE, {"key": _QUEUE_KEY, "study_id": self.study_id})
+            return con
+        except BaseException as e:
+            if con is not None:
+                con.close()
+            if isinstance(e, Exception) and is_disconnect(e):
+                return None
+            raise
+
+    def _leave_queue(self, con: Connection) -> None:
+        """End the queue's transaction, and with it the advisory lock."""
+        try:
+            con.rollback()  # it wrote nothing
+        except Exception as e:
+            if not is_disconnect(e):
+                raise
+            # The connection is gone, and with it the advisory lock.
+        finally:
+            con.close()
+
+    def places_taken(self, run_id: str) -> int:
+        """The trials of the run ``run_id`` that count against its target: running or finished
+        (a failed trial gives its place back: it is queued again), counted in the database."""
+        from optuna.storages._rdb import models
+
+        trial, attr = models.TrialModel, models.TrialSystemAttributeModel
+        query = (
+            sqlalchemy.select(sqlalchemy.func.count())
+            .select_from(trial)
+            .join(attr, attr.trial_id == trial.trial_id)
+            .where(
+                trial.study_id == self.study_id,
+                trial.state.in_((*FINISHED, TrialState.RUNNING)),
+                attr.key == RUN_ATTR,
+                attr.value_json == json.dumps(run_id),  # as Optuna stores the attr's value
+            )
+        )
+
+        def count() -> int:
+            with self.engine.connect() as con:
+                return int(con.execute(query).scalar())
+
+        return with_retries(count, "counting the run's trials")
+
+    def queued(self) -> bool:
+        """Whether the study has a queued (WAITING) trial, such as a dead worker's, retried.
+
+        One query: Optuna's look for one (``Study._pop_waiting_trial_id``) reads every unfinished
+        trial of the study first, which grows with the workers.
+        """
+        from optuna.storages._rdb import models
+
+        trial = models.TrialModel
+        query = sqlalchemy.select(trial.trial_id).where(
+            trial.study_id == self.study_id, trial.state == TrialState.WAITING
+        )
+
+        def look() -> bool:
+            with self.engine.connect() as con:
+                return con.execute(query.limit(1)).first() is not None
+
+        return with_retries(look, "looking for a queued trial")
 
     def _release(self, value: str) -> None:
         with self.engine.begin() as con:
@@ -96,7 +191,15 @@ class AdmissionLock:
             wait = min(2 * wait, _LONGEST_WAIT_S)
 
     def _try_to_take(self, value: str) -> bool:
-        return self._try_insert(value) or self._try_take_over(value)
+        # The row is read first: one that another worker holds is waited for without a write,
+        # where a write would queue for SQLite's one writer with every worker's trials.
+        with self.engine.connect() as con:
+            old = con.execute(_READ, self._row(value)).scalar()
+        if old is None:
+            return self._try_insert(value)
+        if old == value:
+            return True  # this worker's own insert, whose answer was lost
+        return json.loads(old)["until"] <= time.time() and self._try_take_over(value)
 
     def _try_insert(self, value: str) -> bool:
         try:

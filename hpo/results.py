@@ -21,6 +21,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import record
+from hpo._server_storage import with_retries
 from hpo.config import SearchConfig
 from hpo.objective import TrialSetup, trial_seed, trial_setup
 from hpo.storage import check_storage, display_url, opened_storage
@@ -146,8 +147,14 @@ def _complete_values(storage: optuna.storages.RDBStorage, study_id: int) -> list
             value.value_type == value.TrialValueType.FINITE,
         )
     )
-    with storage.engine.connect() as connection:
-        return [tuple(row) for row in connection.execute(query)]
+
+    def read() -> list[tuple]:
+        with storage.engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(query)]
+
+    # The engine's own query, so tried again while a database server restarts, as the storage's
+    # own reads are (hpo/_server_storage.py).
+    return with_retries(read, "reading the complete trials' values")
 
 
 def find_trial(storage: Storage, study: str, trial: int | None = None) -> FrozenTrial:

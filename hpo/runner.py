@@ -46,7 +46,7 @@ from hpo.admission import AdmissionLock
 from hpo.config import SearchConfig
 from hpo.lifetime import die_with_parent, every, interrupts_as_ctrl_c, interrupts_held
 from hpo.objective import Objective, load_split
-from hpo.record import FINISHED, RUN_ATTR, count_finished, run_trials
+from hpo.record import RUN_ATTR, count_finished
 from hpo.storage import HEARTBEAT_INTERVAL_S, opened_storage, quiet_storage_fallbacks
 from hpo.study import make_pruner, make_sampler
 
@@ -72,22 +72,25 @@ def _ask_if_wanted(
 ) -> optuna.Trial | None:
     """A new (or queued) trial, unless the run's finished and running trials reach its target."""
     with warnings.catch_warnings():
-        # fail_stale_trials is experimental, and ask() warns that heartbeats are meant for
-        # optimize(); this loop is optimize()'s trial loop with an admission check added.
+        # fail_stale_trials is experimental.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
         optuna.storages.fail_stale_trials(study)
-        with admission.held():
-            own = run_trials(study.get_trials(deepcopy=False), plan.run_id)
-            if sum(t.state in (*FINISHED, TrialState.RUNNING) for t in own) >= plan.n_trials:
-                return None
-            trial = study.ask()
-            # Beat at once: a trial that never beat is never found stale, so a worker killed
-            # before its heartbeat thread's first beat would leave the trial RUNNING for ever.
-            study._storage.record_heartbeat(trial._trial_id)
-            # The tag is written under the lock, so that the next admission counts this trial.
-            study._storage.set_trial_system_attr(trial._trial_id, RUN_ATTR, plan.run_id)
-    return trial
+    storage = study._storage
+    with admission.held():
+        if admission.places_taken(plan.run_id) >= plan.n_trials:
+            return None
+        # Study.ask's first half: a queued trial (a dead worker's, retried) or a new one. Its
+        # second half, reading the trial back as an optuna.Trial, needs no lock: done below.
+        trial_id = study._pop_waiting_trial_id() if admission.queued() else None
+        if trial_id is None:
+            trial_id = storage.create_new_trial(study._study_id)
+        # Beat at once: a trial that never beat is never found stale, so a worker killed
+        # before its heartbeat thread's first beat would leave the trial RUNNING for ever.
+        storage.record_heartbeat(trial_id)
+        # The tag is written under the lock, so that the next admission counts this trial.
+        storage.set_trial_system_attr(trial_id, RUN_ATTR, plan.run_id)
+    study._thread_local.cached_all_trials = None  # as Study.ask: samplers read the trials anew
+    return optuna.Trial(study, trial_id)
 
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> None:

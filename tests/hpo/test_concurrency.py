@@ -10,10 +10,12 @@ import os
 import re
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 
 import optuna
@@ -24,6 +26,7 @@ from optuna.trial import TrialState
 from hpo import progress, search
 from hpo.admission import ADMISSION_KEY, AdmissionLock
 from hpo.record import RUN_ATTR
+from hpo.runner import RunPlan, _ask_if_wanted
 from hpo.storage import GRACE_PERIOD_S, open_storage
 
 from .test_search import SLOW, TINY, load, start_search, states, wait_for_running_trial
@@ -228,6 +231,25 @@ def test_a_second_worker_waits_for_the_admission_lock_until_the_first_releases_i
     assert ADMISSION_KEY not in system_attrs(study)
 
 
+def test_a_worker_that_finds_the_lock_held_waits_without_writing(study_lock, tmp_path):
+    storage, study = study_lock
+    first, second = (AdmissionLock(storage.engine, study._study_id) for _ in range(2))
+    answers: list[bool] = []
+    writer = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    with first.held():
+        writer.execute("BEGIN IMMEDIATE")  # SQLite's one writer: any write would wait for it
+        try:
+            thread = threading.Thread(target=lambda: answers.append(second._try_to_take("v")))
+            thread.start()
+            thread.join(timeout=5)
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
+    thread.join(timeout=10)
+
+    assert answers == [False]  # at once, from a read; a write would have waited for the writer
+
+
 def test_a_lock_whose_holder_died_is_taken_over_once_its_lease_runs_out(study_lock):
     storage, study = study_lock
     dead = json.dumps({"holder": "dead", "until": time.time() - 1})
@@ -256,6 +278,57 @@ def test_a_lock_whose_holder_died_is_taken_over_once_its_lease_runs_out(study_lo
         con.execute(sqlalchemy.text("DELETE FROM study_system_attributes"))
     thread.join(timeout=10)
     assert got == ["taken"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_study(request, tmp_path):
+    """A new empty study on SQLite or the session's PostgreSQL server, and its storage."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 's.db'}"
+    else:
+        url = request.getfixturevalue("server").url()
+    storage = open_storage(url, heartbeat=False)
+    yield (
+        optuna.create_study(storage=storage, study_name=f"admission-{uuid.uuid4().hex[:8]}"),
+        storage,
+    )
+    storage.engine.dispose()
+
+
+def test_the_admission_counts_a_runs_running_and_finished_trials_but_not_failed_or_others(
+    fresh_study,
+):
+    study, storage = fresh_study
+    for state, run in [(TrialState.COMPLETE, "a"), (TrialState.PRUNED, "a"),
+                       (TrialState.RUNNING, "a"), (TrialState.FAIL, "a"),
+                       (TrialState.COMPLETE, "b"), (TrialState.COMPLETE, None)]:  # fmt: skip
+        trial = study.ask()
+        if run is not None:
+            storage.set_trial_system_attr(trial._trial_id, RUN_ATTR, run)
+        if state != TrialState.RUNNING:
+            study.tell(trial, 1.0 if state == TrialState.COMPLETE else None, state=state)
+    lock = AdmissionLock(storage.engine, study._study_id)
+    other = optuna.create_study(storage=storage, study_name=f"{study.study_name}-other")
+    storage.set_trial_system_attr(other.ask()._trial_id, RUN_ATTR, "a")
+
+    assert [lock.places_taken(run) for run in ("a", "b", "c")] == [3, 1, 0]
+
+
+def test_a_queued_trial_is_found_and_taken_by_the_next_admission(fresh_study):
+    study, storage = fresh_study
+    lock = AdmissionLock(storage.engine, study._study_id)
+    plan = RunPlan({}, "", study.study_name, 2, None, None, "run")
+    assert not lock.queued()
+    study.enqueue_trial({"x": 0.5})
+    assert lock.queued()
+
+    trial = _ask_if_wanted(study, plan, lock)
+
+    assert (trial.number, trial.params) == (0, {})  # the queued one; x is drawn at suggest
+    stored = storage.get_trial(trial._trial_id)
+    assert (stored.state, stored.system_attrs[RUN_ATTR]) == (TrialState.RUNNING, "run")
+    assert not lock.queued()
+    assert lock.places_taken("run") == 1
 
 
 def test_a_lease_must_be_positive(study_lock):

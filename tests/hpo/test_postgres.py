@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -19,9 +20,11 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from hpo import best_params, search
+from hpo.admission import AdmissionLock
 from hpo.config import SearchConfig
 from hpo.record import FINISHED, RUN_ATTR
-from hpo.storage import GRACE_PERIOD_S
+from hpo.results import best_trial
+from hpo.storage import GRACE_PERIOD_S, open_storage
 
 from .pg import PASSWORD, Server, free_port
 
@@ -78,6 +81,89 @@ def test_best_params_agree_with_optunas_best_trial(parallel):
     expected = optuna.load_study(study_name="default", storage=parallel).best_trial.params
 
     assert best_params(parallel, "default") == expected
+
+
+def test_the_best_trial_is_read_through_a_server_restart(server):
+    storage = open_storage(server.url(), heartbeat=False)
+    study = optuna.create_study(storage=storage, study_name="best-restart", direction="maximize")
+    for value in (0.2, 0.9, 0.5):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    server.stop()
+    back = threading.Timer(1.0, server.start)  # a restart: away for a second, then back
+    back.start()
+    try:
+        best = best_trial(study)  # the first read after the server went away
+    finally:
+        back.join()
+        storage.engine.dispose()
+
+    assert best is not None and best.value == 0.9
+
+
+@pytest.fixture
+def two_locks(server):
+    """Two workers' admission locks on one new study of the session's server."""
+    storage = open_storage(server.url(), heartbeat=False)
+    study = optuna.create_study(storage=storage, study_name=f"queue-{time.time_ns()}")
+    yield [AdmissionLock(storage.engine, study._study_id) for _ in range(2)]
+    storage.engine.dispose()
+
+
+def count_of(server: Server, query: str) -> int:
+    engine = sqlalchemy.create_engine(server.url(database="postgres"))
+    try:
+        with engine.connect() as con:
+            return con.exec_driver_sql(query).scalar()
+    finally:
+        engine.dispose()
+
+
+def advisory_waiters(server: Server) -> int:
+    return count_of(server, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'")
+
+
+def advisory_holders(server: Server) -> int:
+    return count_of(server, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+
+
+def test_a_waiting_worker_queues_in_the_server_and_tries_the_lock_row_once(server, two_locks):
+    first, second = two_locks
+    tries: list[str] = []
+    take = second._try_to_take
+    second._try_to_take = lambda value: tries.append(value) or take(value)
+    events: list[str] = []
+
+    def take_second() -> None:
+        with second.held():
+            events.append("second holds")
+
+    thread = threading.Thread(target=take_second)
+    with first.held():
+        thread.start()
+        deadline = time.monotonic() + 10
+        while advisory_waiters(server) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert advisory_waiters(server) == 1  # waiting in the server, not trying the row
+        events.append("first releases")
+    thread.join(timeout=10)
+
+    assert events == ["first releases", "second holds"]
+    assert len(tries) == 1
+
+
+def test_a_lock_whose_queue_connection_the_server_dropped_is_released_without_error(
+    server, two_locks
+):
+    first, second = two_locks
+    with first.held():
+        assert advisory_holders(server) == 1
+        server.execute(
+            "postgres",
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'",
+        )
+        assert advisory_holders(server) == 0
+    with second.held():
+        pass  # the row was released, the advisory lock ended with its connection
 
 
 def test_a_rerun_resumes_the_study_and_adds_exactly_the_requested_trials(server):

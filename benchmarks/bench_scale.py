@@ -519,7 +519,7 @@ def simulated_worker(plan: RunPlan, worker: int, ready, go, out) -> None:
     try:
         work(dataclasses.replace(plan, n_trials=1, run_id=warm_up), worker)
     except Exception as e:  # shown in the table: a failing storage is a result here
-        error = runner.storage_reason(e)[:70]  # the database's own words
+        error = runner.storage_reason(e)[-70:]  # the database's own words: the cause is last
     TimedLock.waited = TimedLock.held_for = 0.0
     TimedLock.tries = 0
     ready.put(worker)
@@ -529,7 +529,7 @@ def simulated_worker(plan: RunPlan, worker: int, ready, go, out) -> None:
         if not error:
             work(plan, worker)
     except Exception as e:
-        error = runner.storage_reason(e)[:70]  # the database's own words
+        error = runner.storage_reason(e)[-70:]  # the database's own words: the cause is last
     out.put((error, time.process_time() - cpu, TimedLock.waited, TimedLock.held_for,
              TimedLock.tries))  # fmt: skip
 

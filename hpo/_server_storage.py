@@ -41,6 +41,9 @@ _DISCONNECT_SIGNS = (
     "ssl connection has been closed",
     "connection already closed",
     "connection is closed",
+    # A connection that went away inside a transaction, until its session is rolled back
+    # (Optuna's session scope does that before it raises): the next try reconnects.
+    "can't reconnect until invalid transaction is rolled back",
 )
 
 T = TypeVar("T")

@@ -134,7 +134,7 @@ def work(plan: RunPlan, worker: int, stop: threading.Event | None = None) -> Non
     quiet_storage_fallbacks()
     config = SearchConfig.from_dict(plan.config)
     # One BLAS thread per process: two OpenBLAS threads make these small products much slower.
-    with threadpool_limits(limits=1), opened_storage(plan.storage_url) as storage:
+    with threadpool_limits(limits=1), opened_storage(plan.storage_url, in_run=True) as storage:
         split = cached_split(config, plan.data_dir)
         study = optuna.load_study(study_name=plan.study_name, storage=storage)
         # A seed per worker and per run, so that workers and resumed runs never repeat points.

@@ -18,7 +18,7 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
-from hpo._server_storage import ServerStorage
+from hpo._server_storage import ServerStorage, with_retries
 from hpo._sqlite_checks import check_sqlite_file, check_writable
 from hpo._sqlite_storage import (  # noqa: F401 - re-exported: hpo.storage's names, as before
     FAST_PATH_OPTUNA,
@@ -139,7 +139,7 @@ def _server_tables(url: str) -> set[str]:
 
 
 def open_storage(
-    url: str, *, heartbeat: bool = True, read_only: bool = False
+    url: str, *, heartbeat: bool = True, read_only: bool = False, in_run: bool = False
 ) -> optuna.storages.RDBStorage:
     """An ``RDBStorage`` on ``url``; for SQLite, in WAL mode with a busy timeout.
 
@@ -148,6 +148,9 @@ def open_storage(
         heartbeat: Running trials record a heartbeat, and a trial whose worker died is failed
             and queued again (at most ``MAX_RETRY`` times) before the next trial starts.
         read_only: Open an existing SQLite file read-only, so that looking changes nothing.
+        in_run: For a worker of a run whose storage was reached before: a database server that
+            is away (restarting) is waited for, as every call of the run waits for it
+            (hpo/_server_storage.py), instead of ending the run.
 
     Raises:
         ValueError: If the database cannot be reached or its driver is not installed, or (not
@@ -156,6 +159,8 @@ def open_storage(
     with _opening(url):
         for attempt in range(_CREATE_ATTEMPTS):
             try:
+                if in_run and sqlite_path(url) is None:
+                    return with_retries(lambda: _open(url, heartbeat, read_only), "opening")
                 return _open(url, heartbeat, read_only)
             except (sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError) as e:
                 if attempt + 1 == _CREATE_ATTEMPTS or not _lost_creation_race(e):
@@ -180,12 +185,12 @@ def _lost_creation_race(error: Exception) -> bool:
 
 @contextmanager
 def opened_storage(
-    url: str, *, heartbeat: bool = True, read_only: bool = False
+    url: str, *, heartbeat: bool = True, read_only: bool = False, in_run: bool = False
 ) -> Iterator[optuna.storages.RDBStorage]:
     """``open_storage`` for the block. Its connections close when the block ends, not whenever
     the garbage collector gets to them; the last one to close a SQLite file folds the WAL back
     into it, so that the ``.db`` file alone holds everything."""
-    storage = open_storage(url, heartbeat=heartbeat, read_only=read_only)
+    storage = open_storage(url, heartbeat=heartbeat, read_only=read_only, in_run=in_run)
     try:
         yield storage
     finally:

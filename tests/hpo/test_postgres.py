@@ -20,6 +20,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from hpo import best_params, search
+from hpo._server_storage import is_disconnect
 from hpo.admission import AdmissionLock
 from hpo.config import SearchConfig
 from hpo.record import FINISHED, RUN_ATTR
@@ -98,6 +99,33 @@ def test_the_best_trial_is_read_through_a_server_restart(server):
         storage.engine.dispose()
 
     assert best is not None and best.value == 0.9
+
+
+def test_a_workers_storage_opens_through_a_server_restart(server):
+    server.stop()
+    back = threading.Timer(1.0, server.start)  # a restart: away for a second, then back
+    back.start()
+    try:
+        with pytest.raises(ValueError, match="Cannot open storage"):
+            open_storage(server.url())  # a command's own check: refused at once
+        storage = open_storage(server.url(), in_run=True)  # a worker's: waits for the server
+    finally:
+        back.join()
+    try:
+        assert optuna.get_all_study_names(storage) is not None
+    finally:
+        storage.engine.dispose()
+
+
+def test_a_connection_lost_inside_a_transaction_is_a_disconnect_worth_another_try():
+    lost = sqlalchemy.exc.PendingRollbackError(
+        "Can't reconnect until invalid transaction is rolled back.  Please rollback() fully "
+        "before proceeding"
+    )
+    wrapped = optuna.exceptions.StorageInternalError("An exception is raised during the commit.")
+    wrapped.__cause__ = lost
+    assert is_disconnect(lost) and is_disconnect(wrapped)
+    assert not is_disconnect(sqlalchemy.exc.PendingRollbackError("some other pending rollback"))
 
 
 @pytest.fixture

@@ -114,9 +114,11 @@ class _SQLiteStorage(optuna.storages.RDBStorage):
     ) -> None:
         path = Path(sqlalchemy.engine.make_url(url).database or "")
         creator = (engine_kwargs or {}).get("creator")
-        if _stored_schema(path) is None and not getattr(creator, "read_only", False):
+        schema = _stored_schema(path)
+        if schema is None and not getattr(creator, "read_only", False):
             _create_schema(path)
-        if _stored_schema(path) != FAST_PATH_SCHEMA:
+            schema = _stored_schema(path)
+        if schema != FAST_PATH_SCHEMA:
             super().__init__(
                 url,
                 engine_kwargs,

@@ -101,7 +101,7 @@ def role(pid: int, root: int) -> str:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         if "resource_tracker" in cmd:
             return f"{'loky' if 'loky' in cmd else 'multiprocessing'} resource tracker"
-    return "loky worker"
+    return "worker (forked)"
 
 
 def memory_of_search(jobs: int, hidden: list[str], env: dict, folder: Path) -> dict:
@@ -159,8 +159,8 @@ def table_memory(quick: bool, env: dict, folder: Path) -> None:
         " MB; as shared uint8 they are 36 MB for all processes)"
     )
     totals, trackers = {}, 0
-    # Three jobs too: the second worker also brings the loky pool's two resource trackers, once
-    # per command; the third shows what one more worker costs by itself.
+    # Three jobs too: the third shows what one more worker costs once a run has several (with
+    # loky's fresh processes, the second one also brought two resource trackers).
     for jobs in (1, 2, 3):
         got = memory_of_search(jobs, hidden, env, folder)
         totals[jobs] = got["total_pss"]

@@ -50,7 +50,8 @@ hpo/ library
     _server_storage   the storage on a database server: calls that outlast a server restart
     note          the study's Markdown note for optuna-dashboard
     admission     admitting new trials under a lock row in the study's own database
-    runner        parallel workers (loky), exactly N finished trials, heartbeat retries
+    runner        parallel workers, exactly N finished trials, heartbeat retries
+    workers       the local worker processes: forked from the command, or loky's
     cluster       the workers as tasks on a Dask cluster (--cluster), and the run's beat
     lifetime      how a run's processes end: interrupts as Ctrl-C, workers die with the command
     results       reading studies back read-only: best_params, trial_config, load_trial

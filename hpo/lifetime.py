@@ -73,7 +73,7 @@ _PARENT_CHECK_S = 2.0  # where the kernel cannot do it: how often a worker looks
 def die_with_parent(parent: int) -> None:
     """Make this worker process end when ``parent``, the command, ends, however it ends.
 
-    A command killed with SIGKILL (or by the OOM killer) runs no clean-up, and loky's workers
+    A command killed with SIGKILL (or by the OOM killer) runs no clean-up, and its workers
     would go on running trials for a run that no longer exists. On Linux the kernel kills the
     worker when its parent dies; elsewhere a thread checks for it every heartbeat interval. The
     worker's running trial is failed by the next heartbeat check, of any run on the study.
@@ -94,6 +94,33 @@ def _watch_parent(parent: int) -> None:
     os._exit(1)
 
 
+_BEAT_THREAD = "hpo-beat"
+_beats = threading.Lock()  # held by a beat while it acts
+
+
+def _beats_free_in_child() -> None:
+    # The forking thread held it (beats_held): a forked process starts with it free.
+    global _beats
+    _beats = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_beats_free_in_child)
+
+
+@contextmanager
+def beats_held() -> Iterator[None]:
+    """Keep this process's beats between two actions while the block runs, so that a process
+    forked in the block (hpo.workers) gets no lock copied held that a beat had taken (a
+    storage's, the logging module's)."""
+    with _beats:
+        yield
+
+
+def is_beat(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is one that :func:`every` made."""
+    return thread.name == _BEAT_THREAD
+
+
 @contextmanager
 def every(interval: float, action: Callable[[], object]):
     """Call ``action`` from a thread every ``interval`` seconds while the block runs."""
@@ -103,7 +130,8 @@ def every(interval: float, action: Callable[[], object]):
         failing = False
         while not stop.wait(interval):
             try:
-                action()
+                with _beats:
+                    action()
             except Exception as e:  # a beat that fails must not end the beating
                 if not failing:
                     logger.info("A background beat failed and goes on: %s", e)
@@ -111,7 +139,7 @@ def every(interval: float, action: Callable[[], object]):
             else:
                 failing = False
 
-    thread = threading.Thread(target=loop, daemon=True)
+    thread = threading.Thread(target=loop, name=_BEAT_THREAD, daemon=True)
     thread.start()
     try:
         yield

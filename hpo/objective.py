@@ -17,7 +17,7 @@ import optuna
 from hpo import record
 from hpo.config import SearchConfig
 from hpo.params import NETWORK, OPTIMIZER, PARAMS, TRAINER, value_of
-from hpo.pruning import TRAIN_LOSS, curve_steps
+from hpo.pruning import TRAIN_LOSS, curve_steps, decision_steps
 from hpo.space import space_from_dict, suggest
 from models import MultiLayerNet, Trainer, get_optimizer
 from models.datasets import Split, load_dataset, search_split
@@ -146,8 +146,10 @@ class Objective:
         seed = trial_seed(self.config.seed, trial.number)
         record.write_seed(trial, seed)
 
+        pruner = getattr(getattr(trial, "study", None), "pruner", None)
         # A pruner that judges the training loss reads the curve so far from the trial's attrs.
-        loss_steps = curve_steps(getattr(getattr(trial, "study", None), "pruner", None))
+        loss_steps = curve_steps(pruner)
+        prune_steps = decision_steps(pruner)  # None: it may prune at any epoch
         losses: list[float] = []
 
         def report(epoch: int, metrics: dict[str, float]) -> None:
@@ -155,7 +157,7 @@ class Objective:
             if epoch in loss_steps:
                 trial.set_user_attr(TRAIN_LOSS, list(losses))  # a copy: in-memory storages keep it
             trial.report(metrics[record.OBJECTIVE_METRIC], epoch)
-            if trial.should_prune():
+            if (prune_steps is None or epoch in prune_steps) and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
         _, trainer = build(trial_setup(self.config, params, seed), self.split, report)

@@ -49,6 +49,12 @@ def too_many_jobs(jobs: int) -> str | None:
     )
 
 
+class _Bar(tqdm):
+    # No monitor thread: a process running threads that are not its own cannot fork its
+    # workers (hpo.workers), and the bar is updated from the run's own poller twice a second.
+    monitor_interval = 0
+
+
 class Progress:
     """One progress bar for the whole run, fed from the storage; ``verbose`` adds the book's
     line per trial.
@@ -60,7 +66,7 @@ class Progress:
     def __init__(
         self, total: int, before: list[FrozenTrial], verbose: bool, enabled: bool, run_id: str
     ) -> None:
-        self.bar = tqdm(total=total, unit="trial", disable=not enabled, dynamic_ncols=True)
+        self.bar = _Bar(total=total, unit="trial", disable=not enabled, dynamic_ncols=True)
         self.seen = {t.number for t in before if t.state.is_finished()}
         self.verbose = verbose
         self.run_id = run_id

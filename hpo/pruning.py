@@ -24,6 +24,7 @@ __all__ = [
     "LossFallPruner",
     "PeerPercentilePruner",
     "curve_steps",
+    "decision_steps",
     "rung_steps",
 ]
 
@@ -37,6 +38,17 @@ def curve_steps(pruner: optuna.pruners.BasePruner | None) -> frozenset[int]:
     pruner, which sees only the stored trial, can judge it; other pruners need none.
     """
     return getattr(pruner, "curve_steps", frozenset())
+
+
+def decision_steps(pruner: optuna.pruners.BasePruner | None) -> frozenset[int] | None:
+    """The steps at which ``pruner`` can prune a trial; None: any step.
+
+    ``Trial.should_prune`` reads the running trial back from the storage before it asks the
+    pruner, so the objective asks only at these steps: elsewhere the answer is known to be no.
+    """
+    if pruner is None or isinstance(pruner, optuna.pruners.NopPruner):
+        return frozenset()
+    return getattr(pruner, "decision_steps", None)
 
 
 class AtSteps(optuna.pruners.BasePruner):
@@ -57,6 +69,11 @@ class AtSteps(optuna.pruners.BasePruner):
     @property
     def curve_steps(self) -> frozenset[int]:
         return curve_steps(self.pruner) & self.steps
+
+    @property
+    def decision_steps(self) -> frozenset[int]:
+        inner = decision_steps(self.pruner)
+        return self.steps if inner is None else self.steps & inner
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         if trial.last_step not in self.steps:
@@ -83,6 +100,11 @@ class AnyOf(optuna.pruners.BasePruner):
     def curve_steps(self) -> frozenset[int]:
         return frozenset().union(*(curve_steps(p) for p in self.pruners))
 
+    @property
+    def decision_steps(self) -> frozenset[int] | None:
+        steps = [decision_steps(p) for p in self.pruners]
+        return None if None in steps else frozenset().union(*steps)
+
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         return any(p.prune(study, trial) for p in self.pruners)
 
@@ -96,9 +118,13 @@ class LossFallPruner(optuna.pruners.BasePruner):
     1-based), read from the trial user attr ``train_loss``: measured on 100 default trials, by
     epoch 3 every trial that ended at 0.7 or more had taken 2.6-5.3% off its epoch-1 loss and
     every one that ended at 0.2 or less under 1.6%. A trial is pruned when its fall is below
-    ``ratio`` times the median fall of the best completed trials (the top ``top_fraction`` of
-    them by value, at least one). The objective stays the final validation accuracy; the
-    pruner only decides which trials stop.
+    ``ratio`` times the median fall of the best trials (the top ``top_fraction`` of them by
+    value, at least one) among the completed ones and the other workers' running ones that have
+    passed the step, ranked by their best value so far: at the start of a parallel search the
+    trial beside the first completed one counts too, where otherwise the next trial would run
+    all its epochs unjudged. With one worker no other trial runs, and only completed trials
+    count. The objective stays the final validation accuracy; the pruner only decides which
+    trials stop.
 
     Args:
         step: The one step (epoch) at which it judges; >= 2 (a fall needs two epochs).
@@ -134,6 +160,8 @@ class LossFallPruner(optuna.pruners.BasePruner):
     def curve_steps(self) -> frozenset[int]:
         return frozenset({self.step})
 
+    decision_steps = curve_steps
+
     def fall(self, trial: optuna.trial.FrozenTrial) -> float | None:
         """The trial's relative loss fall from epoch 1 to :attr:`step`; None without a curve."""
         losses = trial.user_attrs.get(TRAIN_LOSS)
@@ -144,13 +172,24 @@ class LossFallPruner(optuna.pruners.BasePruner):
             return None
         return 1.0 - now / first
 
-    def threshold(self, study: optuna.Study) -> float | None:
-        """The fall a trial must reach, from the study's completed trials; None: too few yet."""
-        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        scored = [(t.value, f) for t in completed if (f := self.fall(t)) is not None]
+    def threshold(self, study: optuna.Study, number: int | None = None) -> float | None:
+        """The fall a trial must reach, from the study's completed trials and running ones
+        other than trial ``number``; None: too few yet."""
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        best_of = max if maximize else min
+        scored = []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+            if t.state == TrialState.RUNNING and (t.number == number or not t.intermediate_values):
+                continue
+            value = (
+                t.value
+                if t.state == TrialState.COMPLETE
+                else best_of(t.intermediate_values.values())
+            )
+            if (f := self.fall(t)) is not None:
+                scored.append((value, f))
         if len(scored) < self.n_startup_trials:
             return None
-        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         scored.sort(key=lambda vf: vf[0], reverse=maximize)
         best = scored[: max(1, math.ceil(self.top_fraction * len(scored)))]
         return self.ratio * statistics.median(f for _, f in best)
@@ -161,7 +200,7 @@ class LossFallPruner(optuna.pruners.BasePruner):
         own = self.fall(trial)
         if own is None:
             return False
-        threshold = self.threshold(study)
+        threshold = self.threshold(study, trial.number)
         return threshold is not None and own < threshold
 
 

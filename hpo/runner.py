@@ -1,8 +1,9 @@
 """Running a study in parallel worker processes, with exactly the requested number of trials.
 
 Each worker is a process with one BLAS thread, its own sampler seed, its own pruner and the data
-loaded once: this process is worker 0, the others are processes of joblib's loky executor; with
-a Dask cluster (:mod:`hpo.cluster`) every worker is a task there and this process only waits.
+loaded once: this process is worker 0, the others are processes forked from it, or where it cannot
+fork (a notebook's kernel, not Linux) joblib's loky processes (:mod:`hpo.workers`); with a Dask
+cluster (:mod:`hpo.cluster`) every worker is a task there and this process only waits.
 
 A run counts the trials its own workers finish. Each trial a worker asks for is tagged with the
 run's id (system attr ``hpo:run``); before starting a trial, a worker fails trials whose worker
@@ -19,12 +20,10 @@ the run's beat), and the command treats SIGTERM and SIGHUP as Ctrl-C (:mod:`hpo.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import copy
 import functools
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -36,15 +35,13 @@ from dataclasses import dataclass
 
 import optuna
 import sqlalchemy
-from joblib.externals.loky import get_reusable_executor
-from joblib.externals.loky.process_executor import TerminatedWorkerError
 from optuna.trial import FrozenTrial, TrialState
 from threadpoolctl import threadpool_limits
 
-from hpo import cluster
+from hpo import cluster, workers
 from hpo.admission import AdmissionLock
 from hpo.config import SearchConfig
-from hpo.lifetime import die_with_parent, every, interrupts_as_ctrl_c, interrupts_held
+from hpo.lifetime import every, interrupts_as_ctrl_c, interrupts_held
 from hpo.objective import Objective, load_split
 from hpo.record import RUN_ATTR, count_finished
 from hpo.storage import HEARTBEAT_INTERVAL_S, opened_storage, quiet_storage_fallbacks
@@ -125,7 +122,11 @@ def cached_split(config: SearchConfig, data_dir: str | None):
     return _SPLITS[key]
 
 
-def work(plan: RunPlan, worker: int, stop: threading.Event | None = None) -> None:
+def work(
+    plan: RunPlan,
+    worker: int,
+    stop: threading.Event | workers.ForkedWorkers | workers.LokyWorkers | None = None,
+) -> None:
     """One worker: run trials until the run's own finished and running trials reach its target.
 
     ``stop``, when set, ends the loop before the next trial (another worker of the run failed).
@@ -273,7 +274,7 @@ def _run_rounds(study: optuna.Study, plan: RunPlan, n_jobs: int) -> None:
         finished_before = count_finished(study.get_trials(deepcopy=False), plan.run_id)
         try:
             _launch(plan, n_jobs)
-        except (TerminatedWorkerError, cluster.WorkerDied):
+        except (workers.WorkerDied, cluster.WorkerDied):
             logger.warning("A worker process died; its trial is failed and retried.")
         _end_orphans(study, plan.run_id, retry=True)
         finished = count_finished(study.get_trials(deepcopy=False), plan.run_id)
@@ -317,10 +318,10 @@ def workers_started(n_jobs: int) -> Iterator[None]:
     input is checked, it is about ready when this process starts its first trial, and
     ``run_study`` uses it. No worker outlives the block, whether a run used them or not.
     """
-    if n_jobs <= 1:
-        yield
+    if n_jobs <= 1 or workers.can_fork():
+        yield  # forked workers start in milliseconds, when the run starts
         return
-    executor = _executor(n_jobs - 1)
+    executor = workers.executor(n_jobs - 1)
     for _ in range(n_jobs - 1):
         executor.submit(_get_ready)
     try:
@@ -329,22 +330,13 @@ def workers_started(n_jobs: int) -> Iterator[None]:
         executor.shutdown(wait=True, kill_workers=True)
 
 
-def _executor(max_workers: int):
-    """loky's reusable executor, whose workers die with this process."""
-    return get_reusable_executor(
-        max_workers=max_workers, initializer=die_with_parent, initargs=(os.getpid(),)
-    )
-
-
 def _get_ready() -> None:
     """Nothing: a worker given this imports this module, and with it all that trials need."""
 
 
 def _launch(plan: RunPlan, n_jobs: int) -> None:
-    """Run ``n_jobs`` workers: this process is worker 0, the others are loky processes.
-
-    This process has imported everything and loaded the data, so it starts trials at once while
-    the other workers start up (about a second each here, which a 2-job run otherwise loses).
+    """Run ``n_jobs`` workers: this process is worker 0, the others are processes of their own
+    (:mod:`hpo.workers`), forked after this process has loaded the data, so that they share it.
     """
     if plan.cluster is not None:
         cluster.launch(plan.cluster, n_jobs, functools.partial(work, plan))
@@ -352,26 +344,20 @@ def _launch(plan: RunPlan, n_jobs: int) -> None:
     if n_jobs == 1:
         work(plan, 0)
         return
-    # joblib.Parallel would run a single task in this process; loky's executor always spawns.
-    # The same executor as workers_started', if the run is in its block.
-    executor = _executor(n_jobs - 1)
-    others = [executor.submit(work, plan, i) for i in range(1, n_jobs)]
-    # A worker that fails (its storage gone, say) stops this process's loop too, after its trial.
-    failed = threading.Event()
-    for future in others:
-        future.add_done_callback(lambda f: f.exception() is not None and failed.set())
+    cached_split(SearchConfig.from_dict(plan.config), plan.data_dir)
+    # The same loky executor as workers_started', if the run is in its block and cannot fork.
+    others = workers.started(functools.partial(work, plan), range(1, n_jobs))
     try:
-        work(plan, 0, stop=failed)
-        for future in others:
-            future.result()  # waits, and raises what the worker raised
+        # A worker that fails (its storage gone, say) stops this process's loop too, after its
+        # trial.
+        work(plan, 0, stop=others)
+        others.wait()  # raises what a worker raised
     except BaseException:
         # Ctrl-C in a terminal reaches every worker: let them fail their own trials first.
-        concurrent.futures.wait(others, timeout=HEARTBEAT_INTERVAL_S)
+        others.join(HEARTBEAT_INTERVAL_S)
         raise
     finally:
-        # Idle or stopped, the workers go with the run (waiting for idle ones to exit on their
-        # own takes a fifth of a second); the caller fails the trials a stopped one held.
-        executor.shutdown(wait=True, kill_workers=True)
+        others.kill()  # the caller fails the trials a killed one held
 
 
 @contextmanager

@@ -77,8 +77,13 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_printed_command_continues
     assert 0 < done < 60 and done + remaining == 60
     counts = trial_states(db)
     assert counts["COMPLETE"] + counts["PRUNED"] == done
+    left_running = counts["RUNNING"]
 
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    if left_running:
+        # Trials running when the disk filled up could not be failed then, as no write went
+        # through: once their heartbeats are stale, the next run fails them.
+        time.sleep(GRACE_PERIOD_S + 1)
     rest = shlex.split(match[3])
     assert rest[:3] == ["python", "-m", "hpo.search"]
     rerun = subprocess.run(
@@ -89,6 +94,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_printed_command_continues
     counts = trial_states(db)
     assert counts["COMPLETE"] + counts["PRUNED"] == 60
     assert counts["RUNNING"] == counts["WAITING"] == 0
+    assert counts["FAIL"] == left_running
 
 
 def test_a_disk_too_full_for_a_new_files_tables_fails_in_one_line_and_leaves_no_file(small_disk):

@@ -300,10 +300,12 @@ def wait_for_running_trial(db: Path, timeout: float = 60.0, count: int = 1) -> N
 
 
 def worker_pids(parent: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(parent), "-f", "loky"], capture_output=True, text=True)
+    """The worker processes of the command ``parent``: its children forked from it, which run
+    its command line."""
+    out = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True)
+    command = Path(f"/proc/{parent}/cmdline").read_bytes()
     pids = [int(p) for p in out.stdout.split()]
-    cmdlines = {p: Path(f"/proc/{p}/cmdline").read_bytes() for p in pids}
-    return [p for p, cmd in cmdlines.items() if b"LokyProcess" in cmd]
+    return [p for p in pids if Path(f"/proc/{p}/cmdline").read_bytes() == command]
 
 
 def test_a_killed_workers_trial_is_failed_and_retried_and_the_count_stays_exact(tmp_path):

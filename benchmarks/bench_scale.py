@@ -14,10 +14,10 @@ Prints four tables:
    report x50 / tell, the TPE sampler's first suggest of a new trial, optuna-dashboard's
    ``/api/studies/<id>`` (in-process WSGI) and ``hpo.best_params``, medians, on SQLite and (if
    a server can be started) PostgreSQL;
-4. many workers (16, 32, 64 processes, each running ``hpo.runner.work`` on one run's plan, as a
-   loky worker does, with 1-epoch trials on 60 images): finished trials per second, whether the
-   run finished exactly its trials, errors, the connections held, CPU per trial, the admission
-   lock's wait and share of the time, on SQLite and PostgreSQL.
+4. many workers (16, 32, 64 processes, each running ``hpo.runner.work`` on one run's plan, as
+   every worker of a run does, with 1-epoch trials on 60 images): finished trials per second,
+   whether the run finished exactly its trials, errors, the connections held, CPU per trial, the
+   admission lock's wait and share of the time, on SQLite and PostgreSQL.
 
     python benchmarks/bench_scale.py [--quick] [--tables 3,4]
 
@@ -511,7 +511,7 @@ class TimedLock(AdmissionLock):
 
 
 def simulated_worker(plan: RunPlan, worker: int, ready, go, out) -> None:
-    """One worker process, as a loky worker runs it: ``hpo.runner.work(plan, worker)``. Before
+    """One worker process, as a run's workers run it: ``hpo.runner.work(plan, worker)``. Before
     the clock starts it runs one trial of a run of its own: data loaded, code paths warm, as in
     a worker that has run for a while."""
     runner.AdmissionLock = TimedLock  # the one the workers' loop makes, timed
@@ -569,7 +569,7 @@ def many_workers(name: str, url: str, server, workers: int, trials: int) -> dict
     storage.engine.dispose()
     plan = RunPlan(TINY.to_dict(), url, study.study_name, trials, time.time() + 3600, None,
                    uuid.uuid4().hex)  # fmt: skip
-    ctx = multiprocessing.get_context("forkserver")  # fresh processes, as loky's, started fast
+    ctx = multiprocessing.get_context("forkserver")  # fresh processes, as on many hosts, fast
     ctx.set_forkserver_preload(["hpo.runner", "hpo.objective", "optuna", "sqlalchemy"])
     ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     procs = [ctx.Process(target=simulated_worker, args=(plan, i, ready, go, out), daemon=True)

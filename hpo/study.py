@@ -65,8 +65,8 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     accuracy (hpo.pruning.LossFallPruner): at epoch 3 of 50 it prunes a trial whose training
     loss has fallen less than half as much as the best trials' (completed, and the other
     workers' running ones), then the percentile pruner as above. benchmarks/bench_search.py
-    chose it, over 5 seeds with 2 jobs: 963 epochs in median against the book procedure's
-    5000, a best of 0.79-0.84 (book 0.80-0.84); on seed 0 with 1 job it trained 871 epochs
+    chose it, over 5 seeds with 2 jobs: 1122 epochs in median against the book procedure's
+    5000, a best of 0.80-0.85 (book 0.80-0.84); on seed 0 with 1 job it trained 871 epochs
     where the percentile pruner alone trained 1648.
     Successive halving from epoch 5, as cheap, collapsed to 0.21 in one seed of five.
 

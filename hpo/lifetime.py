@@ -95,16 +95,54 @@ def _watch_parent(parent: int) -> None:
 
 
 _BEAT_THREAD = "hpo-beat"
-_beats = threading.Lock()  # held by a beat while it acts
 
 
-def _beats_free_in_child() -> None:
-    # The forking thread held it (beats_held): a forked process starts with it free.
+class _Beats:
+    """The beats of a process act side by side; a fork waits until none is acting, and holds
+    new actions off until it is done."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._acting = 0
+        self._held = self._wanted = False
+
+    @contextmanager
+    def acting(self) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: not (self._held or self._wanted))
+            self._acting += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._acting -= 1
+                self._changed.notify_all()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._changed:
+            self._wanted = True  # no new action starts meanwhile
+            self._changed.wait_for(lambda: self._acting == 0)
+            self._held, self._wanted = True, False
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._held = False
+                self._changed.notify_all()
+
+
+_beats = _Beats()
+
+
+def _beats_anew() -> None:
+    # A forked process starts with no beat acting and none held off: its forking thread was in
+    # beats_held, and the beats' threads are not copied.
     global _beats
-    _beats = threading.Lock()
+    _beats = _Beats()
 
 
-os.register_at_fork(after_in_child=_beats_free_in_child)
+os.register_at_fork(after_in_child=_beats_anew)
 
 
 @contextmanager
@@ -112,7 +150,7 @@ def beats_held() -> Iterator[None]:
     """Keep this process's beats between two actions while the block runs, so that a process
     forked in the block (hpo.workers) gets no lock copied held that a beat had taken (a
     storage's, the logging module's)."""
-    with _beats:
+    with _beats.held():
         yield
 
 
@@ -130,7 +168,7 @@ def every(interval: float, action: Callable[[], object]):
         failing = False
         while not stop.wait(interval):
             try:
-                with _beats:
+                with _beats.acting():
                     action()
             except Exception as e:  # a beat that fails must not end the beating
                 if not failing:

@@ -7,11 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
-from hpo.lifetime import every
+from hpo.lifetime import beats_held, every
 from hpo.workers import ForkedWorkers, LokyWorkers, WorkerDied
 
 pytestmark = pytest.mark.skipif(
@@ -79,6 +80,28 @@ def test_a_forked_worker_beats_though_this_process_forked_it_while_holding_the_b
             workers.wait()
     finally:
         workers.kill()
+
+
+def test_beats_act_side_by_side_and_holding_them_waits_for_the_one_acting():
+    ends, fast = [], []
+    slow_acting = threading.Event()
+
+    def slow() -> None:
+        slow_acting.set()
+        time.sleep(0.3)
+        ends.append(time.monotonic())
+
+    with every(0.01, slow), every(0.01, lambda: fast.append(time.monotonic())):
+        assert slow_acting.wait(10)
+        before = len(fast)
+        time.sleep(0.1)
+        assert len(fast) > before, "a slow beat held the others up"
+        with beats_held():
+            held_at = time.monotonic()
+            acted = len(fast)
+            time.sleep(0.1)
+            assert len(fast) == acted, "a beat acted while the beats were held"
+    assert ends and ends[0] <= held_at  # the slow action in progress ended first
 
 
 NO_FORK_WHERE_A_THREAD_OF_OTHERS_RUNS = """

@@ -301,11 +301,11 @@ def wait_for_running_trial(db: Path, timeout: float = 60.0, count: int = 1) -> N
 
 def worker_pids(parent: int) -> list[int]:
     """The worker processes of the command ``parent``: its children forked from it, which run
-    its command line."""
+    its command line, or loky's (where it cannot fork)."""
     out = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True)
     command = Path(f"/proc/{parent}/cmdline").read_bytes()
-    pids = [int(p) for p in out.stdout.split()]
-    return [p for p in pids if Path(f"/proc/{p}/cmdline").read_bytes() == command]
+    cmdlines = {int(p): Path(f"/proc/{p}/cmdline").read_bytes() for p in out.stdout.split()}
+    return [p for p, cmd in cmdlines.items() if cmd == command or b"LokyProcess" in cmd]
 
 
 def test_a_killed_workers_trial_is_failed_and_retried_and_the_count_stays_exact(tmp_path):

@@ -64,8 +64,8 @@ def test_a_running_worker_is_not_failed_and_kill_ends_it():
 
 
 def test_a_forked_worker_beats_though_this_process_forked_it_while_holding_the_beats():
-    # The forking thread holds the beats' lock: a worker that got it copied held would hang
-    # at its first beat.
+    # The forking thread holds the beats off (beats_held): a worker that got that state copied
+    # would hang at its first beat.
     def beats(worker: int) -> None:
         count = []
         with every(0.05, lambda: count.append(1)):

@@ -27,9 +27,6 @@ import threading
 import time
 from collections.abc import Callable
 
-from joblib.externals.loky import get_reusable_executor
-from joblib.externals.loky.process_executor import TerminatedWorkerError
-
 from hpo.lifetime import INTERRUPTS, beats_held, die_with_parent, is_beat
 
 
@@ -133,6 +130,8 @@ class LokyWorkers:
         return any(f.done() and f.exception() is not None for f in self._futures)
 
     def wait(self) -> None:
+        from joblib.externals.loky.process_executor import TerminatedWorkerError
+
         try:
             for future in self._futures:
                 future.result()  # waits, and raises what the worker raised
@@ -149,7 +148,12 @@ class LokyWorkers:
 
 
 def executor(max_workers: int):
-    """loky's reusable executor, whose workers die with this process."""
+    """loky's reusable executor, whose workers die with this process.
+
+    Imported here: joblib and loky take 40 ms of the command's start, which forked workers
+    never need."""
+    from joblib.externals.loky import get_reusable_executor
+
     return get_reusable_executor(
         max_workers=max_workers, initializer=die_with_parent, initargs=(os.getpid(),)
     )

@@ -74,10 +74,20 @@ hpo/ commands (python -m hpo.<command>: main(argv) -> int)
     train         retrain a stored trial and test it once, or replay it exactly
 """
 
+import gc
 from typing import Any
 
-from hpo.objective import TrialSetup
-from hpo.results import best_params, trial_config
+# Importing Optuna, SQLAlchemy and NumPy makes many objects and no garbage, and the collector ran
+# 171 times over them (52-66 ms). Without it, ``import hpo.search`` takes 0.48 s instead of 0.54 s
+# (medians of 12), in every command and every fresh worker process.
+_collecting = gc.isenabled()
+gc.disable()
+try:
+    from hpo.objective import TrialSetup
+    from hpo.results import best_params, trial_config
+finally:
+    if _collecting:
+        gc.enable()
 
 # Loaded on first use: running a search needs the worker machinery (joblib), which reading
 # results (best_params, hpo.report) does not; the figures need matplotlib (half a second on a

@@ -56,6 +56,7 @@ the results. Not a test: nothing asserts on timings.
 from __future__ import annotations
 
 import argparse
+import compileall
 import dataclasses
 import json
 import os
@@ -634,6 +635,11 @@ def main(argv: list[str] | None = None) -> int:
         f"+ {default.pruner}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
+    # Every command starts from byte-compiled modules, as after a first run anywhere: where
+    # PYTHONDONTWRITEBYTECODE is set (as on our CI machines) each would compile hpo's and models'
+    # sources again, 0.12 s of its start (import hpo.search: 0.57 s vs 0.46 s, medians of 12).
+    for package in ("hpo", "models", "benchmarks"):
+        compileall.compile_dir(ROOT / package, quiet=1)
     runs: list[Run] = []
     ceilings: dict[int, tuple[float, float, float]] = {}
     with threadpool_limits(limits=1), tempfile.TemporaryDirectory() as tmp:

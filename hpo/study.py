@@ -64,14 +64,10 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     in their top quarter. The default, "loss", first asks a pruner that needs no
     accuracy (hpo.pruning.LossFallPruner): at epoch 3 of 50 it prunes a trial whose training
     loss has fallen less than half as much as the best trials' (completed, and the other
-    workers' running ones), then the percentile pruner as above, from 3 completed trials on
-    instead of 5. benchmarks/bench_search.py chose it, over 5 seeds with 2 jobs: 1122 epochs in
-    median against the book procedure's 5000, a best of 0.80-0.85 (book 0.80-0.84); on seed 0
-    with 1 job it trained 871 epochs where the percentile pruner alone trained 1648. Judging
-    from 3 completed trials on, over 20 seeds (one 1-job and two 2-job runs each), it trained
-    881 epochs with 1 job and 950 with 2 in mean, against 931 and 1047 from 5 on, with the same
-    best accuracy (median 0.805 and 0.815, against 0.805 and 0.810; at least 0.74 and 0.73 in
-    every seed, as before); from 2 on, one seed's best fell to 0.68.
+    workers' running ones), then the percentile pruner as above. benchmarks/bench_search.py
+    chose it, over 5 seeds with 2 jobs: 1122 epochs in median against the book procedure's
+    5000, a best of 0.80-0.85 (book 0.80-0.84); on seed 0 with 1 job it trained 871 epochs
+    where the percentile pruner alone trained 1648.
     Successive halving from epoch 5, as cheap, collapsed to 0.21 in one seed of five.
 
     Raises:
@@ -89,11 +85,8 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
         return AtSteps(pruner, range(warmup, epochs))
     if name in ("percentile", "loss"):
         start, interval = max(epochs // 6, 1), max(epochs // 10, 1)
-        # Behind the loss pruner, the trials that reach epoch 8 have all passed it at epoch 3,
-        # and 3 completed ones are reference enough (bench_search's 5 seeds and 20 more, below).
-        startup = 3 if name == "loss" else 5
         pruner = PeerPercentilePruner(
-            25.0, n_startup_trials=startup, n_warmup_steps=start, interval_steps=interval
+            25.0, n_startup_trials=5, n_warmup_steps=start, interval_steps=interval
         )
         percentile = AtSteps(pruner, range(start, epochs, interval))
         if name == "percentile":

@@ -89,28 +89,6 @@ def test_hyperband_is_a_hyperband_pruner_so_optuna_filters_the_study_by_bracket(
     assert isinstance(make_pruner("hyperband", 50), optuna.pruners.HyperbandPruner)
 
 
-@pytest.mark.parametrize(("name", "completed_before_pruning"), [("loss", 3), ("percentile", 5)])
-def test_the_percentile_pruner_judges_from_3_completed_trials_behind_the_loss_pruner_else_5(
-    name, completed_before_pruning
-):
-    """At epoch 8 of 50, a trial far below every completed one is pruned once there are enough
-    of them (without a training-loss curve the loss pruner never prunes: the percentile one
-    decides alone)."""
-
-    def pruned_among(n_completed: int) -> bool:
-        study = optuna.create_study(direction="maximize", pruner=make_pruner(name, 50))
-        for i in range(n_completed):
-            values = {step: 0.5 + 0.01 * i for step in range(1, 51)}
-            study.add_trial(optuna.trial.create_trial(value=0.5, intermediate_values=values))
-        trial = study.ask()
-        for step in range(1, 9):
-            trial.report(0.1, step)
-        return trial.should_prune()
-
-    assert not pruned_among(completed_before_pruning - 1)
-    assert pruned_among(completed_before_pruning)
-
-
 # --- each sampler and pruner through the command ------------------------------------------------
 
 

@@ -636,8 +636,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     # Every command starts from byte-compiled modules, as after a first run anywhere: where
-    # PYTHONDONTWRITEBYTECODE is set (as on our CI machines) each would compile hpo's and models'
-    # sources again, 0.12 s of its start (import hpo.search: 0.57 s vs 0.46 s, medians of 12).
+    # PYTHONDONTWRITEBYTECODE is set (as on the machine of the numbers on record) each would
+    # compile hpo's and models' sources again, 0.12 s of its start (import hpo.search: 0.57 s
+    # vs 0.46 s, medians of 12).
     for package in ("hpo", "models", "benchmarks"):
         compileall.compile_dir(ROOT / package, quiet=1)
     runs: list[Run] = []

@@ -8,7 +8,8 @@ Prints four tables:
 2. one epoch on the 48,000 training images: its updates, and its evaluation (12,000 validation +
    48,000 training images), each as a ratio to the GEMM bound measured in the same run (the
    GEMMs of the same shapes and dtype, timed alone, one BLAS thread), interleaved in pieces of
-   a few tenths of a second so that other jobs' changing load weighs on both alike;
+   a few tenths of a second so that other jobs' changing load weighs on both alike; in compiled
+   loops (``models.fused``, the Trainer's default for runs this long) and in the layers' NumPy;
 3. large studies (complete and pruned trials with 50 intermediate values each, written in bulk:
    the rows Optuna's ``add_trials`` writes, checked on a small study): one more trial's ask /
    report x50 / tell, the TPE sampler's first suggest of a new trial, optuna-dashboard's
@@ -61,8 +62,10 @@ from hpo.study import create_study, make_sampler  # noqa: E402
 from models import MultiLayerNet, Trainer, get_optimizer  # noqa: E402
 from models.datasets import load_dataset, search_split  # noqa: E402
 from models.network import EVAL_BATCH  # noqa: E402
+from models.trainer import COMPILED_FROM_STEPS  # noqa: E402
 
 MB = 1 << 20
+PATHS = {"numpy": False, "compiled": True}  # Trainer(compiled=...)
 
 
 # --- 1. memory -----------------------------------------------------------------------------------
@@ -104,12 +107,18 @@ def role(pid: int, root: int) -> str:
     return "worker (forked)"
 
 
+# Past COMPILED_FROM_STEPS steps per trial (480 a epoch), so that the trials train in compiled loops
+# as full-size searches do.
+EPOCHS = -(-COMPILED_FROM_STEPS // 480)
+
+
 def memory_of_search(jobs: int, hidden: list[str], env: dict, folder: Path) -> dict:
     """Peak RSS/PSS per process and peak total PSS of one search command, sampled every 0.1 s."""
     db = folder / f"mem{jobs}.db"
     command = [sys.executable, "-m", "hpo.search", "--dataset", "fashion-mnist", "--train-size",
-               "60000", "--epochs", "1", "--trials", str(jobs), "--jobs", str(jobs), "--dtype",
-               "float32", "--hidden", *hidden, "--storage", f"sqlite:///{db}", "-q"]  # fmt: skip
+               "60000", "--epochs", str(EPOCHS), "--trials", str(jobs), "--jobs", str(jobs),
+               "--dtype", "float32", "--hidden", *hidden, "--storage", f"sqlite:///{db}",
+               "-q"]  # fmt: skip
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peaks: dict[int, tuple[int, int, str]] = {}
     total = 0
@@ -133,6 +142,7 @@ def memory_of_search(jobs: int, hidden: list[str], env: dict, folder: Path) -> d
 def idle_interpreter(env: dict) -> tuple[int, int, int]:
     code = (
         "import hpo.search, hpo.runner, hpo.objective, optuna, sqlalchemy, pathlib;"
+        "from models import fused; fused.load('float32');"
         "t = pathlib.Path('/proc/self/smaps_rollup').read_text().splitlines()[1:];"
         "kb = {l.split(':')[0]: int(l.split()[1]) for l in t};"
         "print(kb['Rss'], kb['Pss'], kb['Anonymous'])"
@@ -145,14 +155,15 @@ def idle_interpreter(env: dict) -> tuple[int, int, int]:
 def table_memory(quick: bool, env: dict, folder: Path) -> None:
     hidden = ["100"] * (2 if quick else 6)
     print(
-        f"\n1. Memory: hpo.search, full Fashion-MNIST (48,000 train + 12,000 validation), 1 epoch,"
-        f" float32, hidden {' '.join(hidden)}; peaks sampled every 0.1 s"
+        f"\n1. Memory: hpo.search, full Fashion-MNIST (48,000 train + 12,000 validation),"
+        f" {EPOCHS} epochs (compiled loops), float32, hidden {' '.join(hidden)}; peaks sampled"
+        " every 0.1 s"
     )
     load_dataset("fashion-mnist", shared=True)  # the .npy cache, written once beforehand
     rss0, pss0, anon0 = idle_interpreter(env)
     print(
-        f"   idle interpreter with hpo's imports: RSS {rss0 / MB:6.1f} MB  PSS {pss0 / MB:6.1f} MB"
-        f"  anonymous {anon0 / MB:6.1f} MB"
+        f"   idle interpreter, hpo's imports, compiled loops: RSS {rss0 / MB:6.1f} MB"
+        f"  PSS {pss0 / MB:6.1f} MB  anonymous {anon0 / MB:6.1f} MB"
     )
     print(
         f"   (the 48,000 training images as float32, per process, were {48000 * 784 * 4 / MB:.0f}"
@@ -208,27 +219,28 @@ def time_gemms(ops: list[tuple], count: int) -> float:
 
 
 def interleaved_updates(trainer: Trainer, ops: list[tuple], block: int) -> tuple[float, float]:
-    """An epoch's updates as ``Trainer.train`` runs them (take the batch, loss and gradient, check
-    the loss, update), timed ``block`` steps at a time, each block followed by the GEMMs of as many
-    steps: other jobs' load changes within a second here, and both sides then see the same."""
-    net, x, t, optimizer = trainer.network, trainer.x_train, trainer.t_train, trainer.optimizer
+    """An epoch's steps as ``Trainer.train`` runs them (``Trainer._train_step``: take the batch,
+    loss and gradient, update; in compiled loops or the layers' NumPy, as the trainer chose),
+    timed ``block`` steps at a time, each block followed by the GEMMs of as many steps: other
+    jobs' load changes within a second here, and both sides then see the same."""
+    t = trainer.t_train
     batches = trainer._batches()
     steps = gemms = 0.0
     for i in range(0, len(batches), block):
         start = time.perf_counter()
         for idx in batches[i : i + block]:
-            loss, grads = net.loss_and_gradient(x.take(idx, axis=0), t.take(idx, axis=0))
+            loss, _ = trainer._train_step(idx, t.take(idx, axis=0))
             if not np.isfinite(loss):
                 raise RuntimeError(f"the benchmark's training diverged ({loss=})")
-            optimizer.update(net.params, grads)
         steps += time.perf_counter() - start
         gemms += time_gemms(ops, len(batches[i : i + block]))
     return steps, gemms
 
 
-def interleaved_evaluation(net: MultiLayerNet, split, ops: list[tuple]) -> tuple[float, float]:
-    """``net.evaluate`` of the validation set, then of the training set in four parts (12,000
-    images each, EVAL_BATCH per pass), each call followed by the GEMMs of its forward passes."""
+def interleaved_evaluation(trainer: Trainer, split, ops: list[tuple]) -> tuple[float, float]:
+    """The trainer's evaluation (``Trainer._evaluate``) of the validation set, then of the
+    training set in four parts (12,000 images each, EVAL_BATCH per pass), each call followed by
+    the GEMMs of its forward passes."""
     parts = [(split.x_val, split.t_val)]
     quarter = len(split.x_train) // 4
     parts += [(split.x_train[i : i + quarter], split.t_train[i : i + quarter])
@@ -236,7 +248,7 @@ def interleaved_evaluation(net: MultiLayerNet, split, ops: list[tuple]) -> tuple
     passes = gemms = 0.0
     for x, t in parts:
         start = time.perf_counter()
-        net.evaluate(x, t)
+        trainer._evaluate(x, t)
         passes += time.perf_counter() - start
         gemms += time_gemms(ops, -(-len(x) // EVAL_BATCH))
     return passes, gemms
@@ -249,42 +261,50 @@ def table_epoch(quick: bool) -> None:
     print(
         f"\n2. One epoch on 48,000 Fashion-MNIST training images, MultiLayerNet(784, {hidden}, 10),"
         f" SGD, batch 100, 1 BLAS thread; medians of {repeats}, 48 steps (or one evaluate call)"
-        " then its GEMM bound"
+        " then its GEMM bound; the two paths take turns"
     )
     print(
-        "   dtype    updates  GEMM bound  ratio  (batch conversion)   evaluation  GEMM bound  ratio"
+        "   dtype    path      updates  GEMM bound  ratio   evaluation  GEMM bound  ratio"
+        "   epoch ratio"
     )
     sizes = [784, *hidden, 10]
     for dtype in dtypes:
         split = search_split(load_dataset("fashion-mnist", dtype=dtype, shared=True), 60000, 0.2, 0)
         train_ops = gemm_operands(sizes, 100, True, dtype)
         eval_ops = gemm_operands(sizes, EVAL_BATCH, False, dtype)
-        rows: dict[str, list[float]] = {k: [] for k in ("up", "b_up", "conv", "ev", "b_ev")}
+        rows = {path: {k: [] for k in ("up", "b_up", "ev", "b_ev")} for path in PATHS}
         for r in range(repeats):
-            net = MultiLayerNet(784, hidden, 10, rng=0, dtype=dtype)
-            trainer = Trainer(net, get_optimizer("sgd", lr=0.01), split.x_train, split.t_train,
-                              split.x_val, split.t_val, epochs=1, rng=r)  # fmt: skip
-            updates, bound = interleaved_updates(trainer, train_ops, 48)
-            rows["up"].append(updates)
-            rows["b_up"].append(bound)
-            passes, bound = interleaved_evaluation(net, split, eval_ops)
-            rows["ev"].append(passes)
-            rows["b_ev"].append(bound)
-            start = time.perf_counter()
-            for idx in trainer._batches():
-                trainer.x_train.take(idx, axis=0)
-            rows["conv"].append(time.perf_counter() - start)
-        m = {k: statistics.median(v) for k, v in rows.items()}
-        up = statistics.median(a / b for a, b in zip(rows["up"], rows["b_up"], strict=True))
-        ev = statistics.median(a / b for a, b in zip(rows["ev"], rows["b_ev"], strict=True))
-        print(
-            f"   {dtype}  {m['up']:6.2f} s   {m['b_up']:6.2f} s  {up:5.2f}x"
-            f"   {m['conv']:6.2f} s          {m['ev']:6.2f} s   {m['b_ev']:6.2f} s  {ev:5.2f}x"
-        )
+            for path, compiled in PATHS.items():
+                net = MultiLayerNet(784, hidden, 10, rng=0, dtype=dtype)
+                trainer = Trainer(net, get_optimizer("sgd", lr=0.01), split.x_train, split.t_train,
+                                  split.x_val, split.t_val, epochs=1, rng=r,
+                                  compiled=compiled)  # fmt: skip
+                if r == 0:  # numba's start and the loading of its cached code, not timed
+                    trainer._train_step(np.arange(100), split.t_train[:100])
+                    trainer._evaluate(split.x_val[:100], split.t_val[:100])
+                updates, bound = interleaved_updates(trainer, train_ops, 48)
+                rows[path]["up"].append(updates)
+                rows[path]["b_up"].append(bound)
+                passes, bound = interleaved_evaluation(trainer, split, eval_ops)
+                rows[path]["ev"].append(passes)
+                rows[path]["b_ev"].append(bound)
+        for path, row in rows.items():
+            m = {k: statistics.median(v) for k, v in row.items()}
+            up = statistics.median(a / b for a, b in zip(row["up"], row["b_up"], strict=True))
+            ev = statistics.median(a / b for a, b in zip(row["ev"], row["b_ev"], strict=True))
+            epoch = statistics.median(
+                (u + e) / (bu + be)
+                for u, e, bu, be in zip(row["up"], row["ev"], row["b_up"], row["b_ev"], strict=True)
+            )
+            print(
+                f"   {dtype}  {path:8s}  {m['up']:6.2f} s   {m['b_up']:6.2f} s  {up:5.2f}x"
+                f"     {m['ev']:6.2f} s   {m['b_ev']:6.2f} s  {ev:5.2f}x      {epoch:5.2f}x"
+            )
     print(
         "   updates = the epoch's steps (forward, backward, SGD); evaluation = 12,000 validation +"
-        f" 48,000 training images, {EVAL_BATCH:,} per pass; batch conversion = uint8 rows ->"
-        " floats, alone; ratio = median of the repeats' ratios"
+        f" 48,000 training images, {EVAL_BATCH:,} per pass; epoch = both against both bounds;"
+        " compiled = models.fused (the default for runs this long), numpy = the layers;"
+        " ratio = median of the repeats' ratios"
     )
 
 

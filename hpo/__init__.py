@@ -22,7 +22,7 @@ never imports ``hpo``; commands import library modules, never each other (tests/
 
 Map of the code, one owner per concept:
 
-models/ (NumPy only)
+models/ (NumPy only; numba for fused and kernels, optional)
     datasets      the MNIST family as arrays, the book's shuffled train/validation/test split
     idx           the IDX files: found or downloaded, SHA-256 checked, parsed
     shared        the IDX data cached as .npy, memory-mapped by every process; ScaledRows:
@@ -31,6 +31,8 @@ models/ (NumPy only)
     network       MultiLayerNet (+ BatchNorm, Dropout), the book's loss with weight decay
     optimizers    SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam with the book's defaults
     trainer       Trainer: epochs of mini-batches, per-epoch metrics, on_epoch_end, divergence
+    fused         a ReLU network's training step and evaluation in compiled loops, bit for bit
+    kernels       those loops (numba): one pass each where NumPy makes several
     serialize     save/load a network with its architecture (.npz, no pickle)
 
 hpo/ library

@@ -46,6 +46,7 @@ from hpo.objective import Objective, load_split
 from hpo.record import RUN_ATTR, count_finished
 from hpo.storage import HEARTBEAT_INTERVAL_S, opened_storage, quiet_storage_fallbacks
 from hpo.study import make_pruner, make_sampler
+from models.trainer import COMPILED_FROM_STEPS
 
 logger = logging.getLogger(__name__)
 
@@ -344,7 +345,9 @@ def _launch(plan: RunPlan, n_jobs: int) -> None:
     if n_jobs == 1:
         work(plan, 0)
         return
-    cached_split(SearchConfig.from_dict(plan.config), plan.data_dir)
+    config = SearchConfig.from_dict(plan.config)
+    split = cached_split(config, plan.data_dir)
+    _load_compiled(config, len(split.x_train))
     # The same loky executor as workers_started', if the run is in its block and cannot fork.
     others = workers.started(functools.partial(work, plan), range(1, n_jobs))
     try:
@@ -358,6 +361,18 @@ def _launch(plan: RunPlan, n_jobs: int) -> None:
         raise
     finally:
         others.kill()  # the caller fails the trials a killed one held
+
+
+def _load_compiled(config: SearchConfig, n_train: int) -> None:
+    """Before workers are forked: the compiled loops that trials this long train in
+    (``models.Trainer``'s ``compiled``), loaded once here and shared by the workers."""
+    if config.epochs * -(-n_train // config.batch_size) < COMPILED_FROM_STEPS:
+        return
+    try:
+        from models import fused
+    except ImportError:
+        return  # the trials train in NumPy; models.trainer says why
+    fused.load(config.dtype)
 
 
 @contextmanager

@@ -12,10 +12,14 @@ Differences from the book, on purpose:
   forward passes (their mean over the epoch, as Keras reports them) instead of a separate
   evaluation pass over the training set, which costs about a quarter of an epoch of the book's
   network on 400 samples (benchmarks/bench_search.py).
+- Runs of at least ``COMPILED_FROM_STEPS`` steps of a plain ReLU network train and evaluate in
+  compiled loops (``models.fused``, with numba installed: ``pip install -e ".[fast]"``), with the
+  same results to the last bit.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +36,15 @@ TRAIN_METRICS = ("eval", "batches")
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
 
 EpochCallback = Callable[[int, dict[str, float]], Any]
+
+logger = logging.getLogger(__name__)
+
+# Runs of at least this many steps use the compiled loops by default. Importing numba, starting
+# its compiler and loading the cached loops take about 0.6 s once per process (the first time,
+# compiling them 2 s more); a step of the book's network on 48,000 images saves 0.2 ms in float32
+# and 0.5 ms in float64 (benchmarks/bench_scale.py). The default search's trials, 4 steps per
+# epoch, stay with NumPy.
+COMPILED_FROM_STEPS = 3000
 
 
 @dataclass
@@ -77,6 +90,11 @@ class Trainer:
         on_epoch_end: Called as ``on_epoch_end(epoch, metrics)`` after each epoch's evaluation,
             with the 1-based epoch and that epoch's metrics. An exception it raises stops training
             and propagates to the caller of :meth:`train`; :attr:`result` still holds the history.
+        compiled: Train and evaluate in compiled loops (``models.fused``; the same results).
+            None: where the network allows it (ReLU, no BatchNorm or Dropout, integer labels),
+            numba is installed and the run has at least ``COMPILED_FROM_STEPS`` steps; True:
+            always (ValueError where the network does not allow it, ImportError without numba);
+            False: never.
 
     Raises:
         ValueError: If a size or a name is out of its range, or the arrays do not match.
@@ -98,6 +116,7 @@ class Trainer:
         train_metrics: str = "eval",
         rng: int | np.random.Generator | None = None,
         on_epoch_end: EpochCallback | None = None,
+        compiled: bool | None = None,
     ) -> None:
         if epochs < 1:
             raise ValueError(f"`epochs >= 1` must hold, but got {epochs=}.")
@@ -133,6 +152,14 @@ class Trainer:
         self.rng = np.random.default_rng(rng)
         self.on_epoch_end = on_epoch_end
         self.result = TrainResult()
+        self._fused = _fused_module(compiled, network, self.t_train, self.t_val,
+                                    self.epochs * self.iterations_per_epoch)  # fmt: skip
+        self._step = None if self._fused is None else self._fused.Step(network, optimizer)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether this trainer trains and evaluates in compiled loops."""
+        return self._fused is not None
 
     @property
     def iterations_per_epoch(self) -> int:
@@ -148,7 +175,20 @@ class Trainer:
     def _evaluate(self, x: np.ndarray, t: np.ndarray) -> tuple[float, float]:
         if self.eval_sample_size is not None:
             x, t = x[: self.eval_sample_size], t[: self.eval_sample_size]
+        if self._fused is not None:
+            return self._fused.evaluate(self.network, x, t)
         return self.network.evaluate(x, t)
+
+    def _train_step(self, idx: np.ndarray, t: np.ndarray) -> tuple[float, np.ndarray]:
+        """Forward, backward and update on the rows ``idx`` with labels ``t``: the loss and
+        the softmax output. A loss that is not finite leaves the parameters as they were."""
+        if self._step is not None:
+            return self._step(self.x_train, idx, t), self._step.probabilities
+        net = self.network
+        loss, grads = net.loss_and_gradient(self.x_train.take(idx, axis=0), t)
+        if math.isfinite(loss):
+            self.optimizer.update(net.params, grads)
+        return loss, net.last_layer.y
 
     def _diverge(self, epoch: int, what: str, value: float) -> TrainResult:
         self.result.diverged = True
@@ -167,22 +207,21 @@ class Trainer:
             return self._train()
 
     def _train(self) -> TrainResult:
-        net, history = self.network, self.result.history
+        history = self.result.history
         from_batches = self.train_metrics == "batches"
         for epoch in range(1, self.epochs + 1):
             loss_sum = correct = seen = 0.0
             for idx in self._batches():
                 t = self.t_train.take(idx, axis=0)
-                loss, grads = net.loss_and_gradient(self.x_train.take(idx, axis=0), t)
+                loss, probabilities = self._train_step(idx, t)
                 if not math.isfinite(loss):
                     return self._diverge(epoch, "training loss", loss)
                 if from_batches:
-                    # The scores of this forward pass, before the update below changes the weights.
+                    # The scores of this forward pass, before the update changed the weights.
                     labels = t.argmax(axis=1) if t.ndim == 2 else t
-                    correct += float((net.last_layer.y.argmax(axis=1) == labels).sum())
+                    correct += float((probabilities.argmax(axis=1) == labels).sum())
                     loss_sum += loss * len(idx)
                     seen += len(idx)
-                self.optimizer.update(net.params, grads)
 
             val_loss, val_acc = self._evaluate(self.x_val, self.t_val)
             if not math.isfinite(val_loss):
@@ -203,6 +242,38 @@ class Trainer:
             if self.on_epoch_end is not None:
                 self.on_epoch_end(epoch, metrics)
         return self.result
+
+
+def _fused_module(compiled: bool | None, network, t_train, t_val, steps: int):
+    """``models.fused`` if this run trains in compiled loops, else None."""
+    if compiled is False:
+        return None
+    if compiled is None and steps < COMPILED_FROM_STEPS:
+        return None
+    allowed = (
+        type(network) is MultiLayerNet
+        and network.activation == "relu"
+        and not (network.use_batchnorm or network.use_dropout)
+        and t_train.ndim == 1
+        and t_val.ndim == 1
+    )
+    if not allowed:
+        if compiled:
+            raise ValueError(
+                "`compiled=True` needs a MultiLayerNet of ReLU layers without BatchNorm or "
+                "Dropout, trained on integer labels."
+            )
+        return None
+    try:  # imported only here: models.fused imports numba, the rest of models NumPy only
+        from models import fused
+    except ImportError as error:
+        if compiled:
+            raise ImportError(
+                f'`compiled=True` needs numba ({error}): pip install -e ".[fast]"'
+            ) from error
+        logger.info("Training in NumPy: the compiled loops need numba (%s).", error)
+        return None
+    return fused
 
 
 def _as_dtype(x, dtype) -> np.ndarray | ScaledRows:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
 
-from hpo import search
+from hpo import search, train
 from hpo.config import SearchConfig
 from hpo.runner import _SPLITS, cached_split
-from models import idx
+from models import idx, trainer
 from models.datasets import ScaledRows
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
@@ -47,3 +48,27 @@ def test_search_on_full_fashion_mnist_runs_one_tiny_trial_end_to_end(tmp_path):
     (trial,) = optuna.load_study(study_name="full", storage=url).trials
     assert trial.state == optuna.trial.TrialState.COMPLETE and 0.0 < trial.value <= 1.0
     assert len(list((tmp_path / "cache" / "hpo" / "fashion-mnist" / "npy").rglob("*.npy"))) == 4
+
+
+def test_long_trials_train_in_compiled_loops_shared_by_forked_workers_and_replay_in_numpy(
+    tmp_path, monkeypatch, capsys
+):
+    pytest.importorskip("numba")
+    url = f"sqlite:///{tmp_path / 'long.db'}"
+    epochs = -(-trainer.COMPILED_FROM_STEPS // 480)  # 480 steps of 100 images an epoch
+    flags = ["--dataset", "fashion-mnist", "--train-size", "60000", "--epochs", str(epochs)]
+    flags += ["--hidden", "5", "--pruner", "none", "--trials", "2", "--jobs", "2", "-q"]
+    monkeypatch.delitem(sys.modules, "models.fused", raising=False)
+    assert search.main([*flags, "--storage", url, "--study", "long"]) == 0
+    # This process, worker 0, loaded the compiled loops before it forked worker 1.
+    assert "models.fused" in sys.modules
+    trials = optuna.load_study(study_name="long", storage=url).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+
+    # The layers' NumPy reproduces each trial's stored curve to the last bit.
+    monkeypatch.setattr(trainer, "COMPILED_FROM_STEPS", 10**9)
+    for t in trials:
+        capsys.readouterr()
+        assert train.main(["--storage", url, "--study", "long", "--trial", str(t.number),
+                           "--replay"]) == 0  # fmt: skip
+        assert "IDENTICAL" in capsys.readouterr().out

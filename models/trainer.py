@@ -254,14 +254,14 @@ def _fused_module(compiled: bool | None, network, t_train, t_val, steps: int):
         type(network) is MultiLayerNet
         and network.activation == "relu"
         and not (network.use_batchnorm or network.use_dropout)
-        and t_train.ndim == 1
-        and t_val.ndim == 1
+        # The loops index by label unchecked; NumPy's indexing raises (or wraps) on others.
+        and all(_class_indices(t, network.output_size) for t in (t_train, t_val))
     )
     if not allowed:
         if compiled:
             raise ValueError(
                 "`compiled=True` needs a MultiLayerNet of ReLU layers without BatchNorm or "
-                "Dropout, trained on integer labels."
+                "Dropout, trained on integer labels from 0 to output_size - 1."
             )
         return None
     try:  # imported only here: models.fused imports numba, the rest of models NumPy only
@@ -274,6 +274,15 @@ def _fused_module(compiled: bool | None, network, t_train, t_val, steps: int):
         logger.info("Training in NumPy: the compiled loops need numba (%s).", error)
         return None
     return fused
+
+
+def _class_indices(t: np.ndarray, n_classes: int) -> bool:
+    """Whether ``t`` is integer labels, each in ``range(n_classes)``."""
+    return (
+        t.ndim == 1
+        and t.dtype.kind in "iu"
+        and (t.size == 0 or 0 <= t.min() <= t.max() < n_classes)
+    )
 
 
 def _as_dtype(x, dtype) -> np.ndarray | ScaledRows:

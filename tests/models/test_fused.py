@@ -193,9 +193,13 @@ def test_long_runs_of_plain_relu_networks_compile_by_default():
     assert not trainer(long - 1).compiled
     assert not trainer(long, use_batchnorm=True).compiled
     assert not trainer(long, activation="tanh").compiled
-    one_hot = np.eye(10)[t_train]
     net = MultiLayerNet(784, [20], 10, rng=0)
-    assert not Trainer(net, SGD(), x_train, one_hot, x_val, t_val, epochs=long).compiled
+    for labels in (np.eye(10)[t_train], t_train + 1, t_train - 1, t_train.astype(float)):
+        # One-hot rows; labels 1-10 or -1-8, on which NumPy's indexing raises or wraps; floats.
+        assert not Trainer(net, SGD(), x_train, labels, x_val, t_val, epochs=long).compiled
+    assert Trainer(
+        net, SGD(), x_train, t_train.astype(np.uint8), x_val, t_val, epochs=long
+    ).compiled
 
     class Subclass(MultiLayerNet):  # may change the step: only the class itself is compiled
         pass
@@ -207,7 +211,7 @@ def test_long_runs_of_plain_relu_networks_compile_by_default():
 def test_compiled_true_says_what_it_needs(monkeypatch):
     x_train, t_train, x_val, t_val = uint8_data(np.random.default_rng(7))
     net = MultiLayerNet(784, [20], 10, use_dropout=True)
-    with pytest.raises(ValueError, match="ReLU layers without BatchNorm or Dropout"):
+    with pytest.raises(ValueError, match="ReLU layers without BatchNorm or Dropout, trained on"):
         Trainer(net, SGD(), x_train, t_train, x_val, t_val, epochs=1, compiled=True)
 
     # Without numba: the default trains in NumPy, compiled=True names the extra to install.

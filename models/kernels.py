@@ -25,10 +25,42 @@ def _compiled(function):
     """``function`` compiled without fast-math (IEEE results), its machine code cached."""
     options = {"nogil": True, "error_model": "numpy"}
     try:
-        return numba.njit(cache=True, **options)(function)
+        dispatcher = numba.njit(cache=True, **options)(function)
     except RuntimeError as error:  # no folder to cache in: numba says so when decorating
         logger.info("Compiled loops are not cached (%s): each process compiles them.", error)
         return numba.njit(**options)(function)
+    dispatcher._cache = _SavingMayFail(dispatcher._cache, function.__name__)
+    return dispatcher
+
+
+class _SavingMayFail:
+    """numba's cache of one loop, whose writing may fail (a full disk, a folder turned
+    read-only) without failing the call that compiled the loop: numba has added the compiled
+    code to the loop before it writes it, so only the next process compiles it again."""
+
+    def __init__(self, cache, name: str) -> None:
+        self._cache = cache
+        self._name = name
+
+    def __getattr__(self, attribute: str):
+        return getattr(self._cache, attribute)
+
+    def save_overload(self, signature, data) -> None:
+        global _warned
+        try:
+            self._cache.save_overload(signature, data)
+        except OSError as error:
+            level = logging.DEBUG if _warned else logging.WARNING
+            _warned = True
+            logger.log(
+                level,
+                "Cannot cache the compiled loops (%s, %s): the next process compiles them again.",
+                self._name,
+                error,
+            )
+
+
+_warned = False  # one warning per process: a full disk fails every loop's writing alike
 
 
 def scale_rows(images: np.ndarray, rows: np.ndarray, staging: np.ndarray, out: np.ndarray) -> None:

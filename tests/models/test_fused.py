@@ -7,6 +7,8 @@ against the NumPy expression it replaces, on NaN, infinities and signed zeros to
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -224,3 +226,24 @@ def test_compiled_true_says_what_it_needs(monkeypatch):
     assert not Trainer(net, SGD(), x_train, t_train, x_val, t_val, epochs=long).compiled
     with pytest.raises(ImportError, match=r"pip install -e \"\.\[fast\]\""):
         Trainer(net, SGD(), x_train, t_train, x_val, t_val, epochs=1, compiled=True)
+
+
+def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_run(tmp_path):
+    # A file size limit makes every write of numba's cache fail as a full disk does.
+    code = """
+import logging, resource, signal
+logging.basicConfig(format="%(levelname)s %(message)s")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+from models import fused
+fused.load("float64")
+print("trained")
+"""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "trained\n"
+    (warning,) = result.stderr.splitlines()
+    assert warning.startswith("WARNING Cannot cache the compiled loops (")
+    assert "the next process compiles them again" in warning

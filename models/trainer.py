@@ -152,14 +152,16 @@ class Trainer:
         self.rng = np.random.default_rng(rng)
         self.on_epoch_end = on_epoch_end
         self.result = TrainResult()
-        self._fused = _fused_module(compiled, network, self.t_train, self.t_val,
-                                    self.epochs * self.iterations_per_epoch)  # fmt: skip
-        self._step = None if self._fused is None else self._fused.Step(network, optimizer)
+        # Functions and objects of models.fused, not the module: a Trainer stays picklable.
+        fused = _fused_module(compiled, network, self.t_train, self.t_val,
+                              self.epochs * self.iterations_per_epoch)  # fmt: skip
+        self._step = None if fused is None else fused.Step(network, optimizer)
+        self._evaluate_compiled = None if fused is None else fused.evaluate
 
     @property
     def compiled(self) -> bool:
         """Whether this trainer trains and evaluates in compiled loops."""
-        return self._fused is not None
+        return self._step is not None
 
     @property
     def iterations_per_epoch(self) -> int:
@@ -175,8 +177,8 @@ class Trainer:
     def _evaluate(self, x: np.ndarray, t: np.ndarray) -> tuple[float, float]:
         if self.eval_sample_size is not None:
             x, t = x[: self.eval_sample_size], t[: self.eval_sample_size]
-        if self._fused is not None:
-            return self._fused.evaluate(self.network, x, t)
+        if self._evaluate_compiled is not None:
+            return self._evaluate_compiled(self.network, x, t)
         return self.network.evaluate(x, t)
 
     def _train_step(self, idx: np.ndarray, t: np.ndarray) -> tuple[float, np.ndarray]:

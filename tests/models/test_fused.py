@@ -8,6 +8,7 @@ against the NumPy expression it replaces, on NaN, infinities and signed zeros to
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 
@@ -192,6 +193,7 @@ def test_long_runs_of_plain_relu_networks_compile_by_default():
         return Trainer(network, SGD(), x_train, t_train, x_val, t_val, epochs=epochs)
 
     assert trainer(long).compiled
+    assert pickle.loads(pickle.dumps(trainer(long))).compiled  # as a trainer sent to a process
     assert not trainer(long - 1).compiled
     assert not trainer(long, use_batchnorm=True).compiled
     assert not trainer(long, activation="tanh").compiled

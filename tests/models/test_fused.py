@@ -138,6 +138,8 @@ def train_both(data, *, dtype, optimizer, **kwargs):
         trainer = Trainer(net, optimizer(), *data, rng=5, compiled=compiled, **kwargs)
         assert trainer.compiled is compiled
         runs.append((trainer.train(), {k: v.copy() for k, v in net.params.items()}))
+        # The path the flag names is the one that ran: the layers' loss keeps its last output.
+        assert (net.last_layer.y is None) is compiled
     return runs
 
 

@@ -202,9 +202,7 @@ def _instrumented_search(argv: list[str], out: str, stream: int) -> int:
                 setattr(cls, name, timed_storage(name, value))
 
     make_sampler = hpo.runner.make_sampler
-    hpo.runner.make_sampler = lambda name, seed: make_sampler(
-        name, None if seed is None else seed + stream * SAMPLER_STREAM
-    )
+    hpo.runner.make_sampler = lambda name, seed: make_sampler(name, seed + stream * SAMPLER_STREAM)
 
     original_run_study = hpo.progress.run_study
 

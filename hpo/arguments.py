@@ -26,7 +26,7 @@ from hpo.space import Param, load_space, merge_space, space_from_dict, space_to_
 from hpo.stages import LATER_SAMPLER, StageOptions
 from hpo.storage import DEFAULT_STORAGE, check_storage, has_study, opened_storage
 from hpo.study import PRUNERS, SAMPLERS, make_pruner, make_sampler, stored_config
-from models.datasets import DATASETS, load_dataset
+from models.datasets import DATASETS, pool_size
 
 __all__ = [
     "DEFAULT_STUDY",
@@ -284,11 +284,12 @@ def validate(config: SearchConfig, args) -> None:
     make_sampler(config.sampler, 0)
     make_pruner(config.pruner, config.epochs)
     check_space(config)
-    # shared: only its size is needed here, and this writes the .npy cache the workers open.
-    dataset = load_dataset(config.dataset, args.data_dir, download=True, shared=True)
-    if config.train_size > len(dataset.x):
+    # Only the size is needed here (the workers load the data); this also writes the .npy cache
+    # they open.
+    n_samples = pool_size(config.dataset, args.data_dir)
+    if config.train_size > n_samples:
         raise ValueError(
-            f"--train-size: `train_size <= {len(dataset.x)}` (the {config.dataset} samples) must "
+            f"--train-size: `train_size <= {n_samples}` (the {config.dataset} samples) must "
             f"hold, but got {config.train_size}."
         )
     n_val = int(config.train_size * config.val_rate)

